@@ -1,0 +1,53 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make course            run every chapter through papermill into build/ (PROFILE=ci for a quick run)
+#   make test              unit tests + every notebook under nbval in the ci profile
+# Both create .venv on first use and reuse it afterwards.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROFILE ?= auto
+CHAPTERS ?=
+ARGS    ?=
+
+# Offline machines that have the shared read-only data copy beside the checkout use it.
+ifeq ($(COURSE_DATA_ROOT),)
+  ifneq ($(wildcard ../shared/data/MNIST),)
+    export COURSE_DATA_ROOT := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: env course test test-unit lab lock clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (diffusion course)" >/dev/null
+	$(PY) -c "import torch, torchvision, deepinv; print('environment ready: torch', torch.__version__, '| torchvision', torchvision.__version__, '| deepinv', deepinv.__version__)"
+	@touch $@
+
+course: $(STAMP)
+	$(PY) -m diffusion_course.runner --profile $(PROFILE) $(CHAPTERS) $(ARGS)
+
+test: $(STAMP)
+	COURSE_PROFILE=ci MPLBACKEND=agg JUPYTER_PREFER_ENV_PATH=1 \
+	  $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 tests notebooks
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests -m "not notebooks"
+
+lab: $(STAMP)
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks
+
+# Re-resolve the newest stack allowed by pyproject.toml and record it in constraints.txt.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet "torch>=2.14,<2.15" "torchvision>=0.29,<0.30" -e ".[dev]"
+	{ sed -n '1,/^# Regenerate/p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
+
+clean:
+	rm -rf build

@@ -1,0 +1,70 @@
+"""MNIST, one split at a time, read straight from the IDX files (no torchvision needed).
+
+Files live under ``<data root>/MNIST/raw/`` exactly where torchvision puts them, so an
+existing torchvision download is reused. Only the requested split is fetched: the test
+split is 1.6 MB, the training split about 10 MB.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import data_root, fetch
+
+# The mirrors torchvision uses, in the same order.
+MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+]
+FILES = {
+    "train": [("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+              ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")],
+    "test": [("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+             ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")],
+}
+
+
+def mnist_files(split: str, root: Path | None = None, download: bool = True) -> tuple[Path, Path]:
+    """Paths of the (images, labels) files of ``split``, downloaded and verified if needed."""
+    if split not in FILES:
+        raise ValueError(f"unknown MNIST split {split!r}; allowed: {', '.join(FILES)}")
+    raw = Path(root if root is not None else data_root()) / "MNIST" / "raw"
+    paths = [fetch(raw / name, [m + name for m in MIRRORS], md5, download, f"MNIST {split} file")
+             for name, md5 in FILES[split]]
+    return paths[0], paths[1]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse a gzipped IDX file: a magic number (2051 images, 2049 labels), sizes, bytes."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[0:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08 or ndim not in (1, 3):
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {magic})")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_mnist(split: str = "train", n: int | None = None, root: Path | None = None,
+               download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 [N, 1, 28, 28] scaled to [-1, 1], and int64 labels [N].
+
+    ``n`` keeps the first n images (MNIST files are already shuffled).
+    """
+    images_path, labels_path = mnist_files(split, root, download)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if n is not None:
+        if not 1 <= n <= len(images):
+            raise ValueError(f"n must be in 1..{len(images)} for the {split} split, got {n}")
+        images, labels = images[:n], labels[:n]
+    x = torch.from_numpy(images.copy()).float().div_(127.5).sub_(1.0).unsqueeze(1)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Map [-1, 1] images back to [0, 1] for display."""
+    return ((x + 1) / 2).clamp(0, 1)

@@ -1,0 +1,229 @@
+"""Run chapters headlessly with papermill and collect what they show and measure.
+
+    python -m diffusion_course.runner                    # every chapter, profile auto
+    python -m diffusion_course.runner 01 02 --profile ci
+    python -m diffusion_course.runner 02 -p N_DRAWS 5000 -p SCHEDULE cosine
+
+For each chapter it writes
+    build/executed/<chapter>.ipynb     the executed notebook
+    build/figures/<chapter>/*.png      every figure the notebook displayed
+    build/metrics/<chapter>.json       the numbers it recorded, the parameters, the wall time
+and prints a table of status and wall time per chapter. Each chapter first runs into a
+scratch folder that is moved into place only on success; a failed chapter leaves
+``build/failed/<chapter>.ipynb`` (for debugging) and none of the files above.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .report import METRICS_MIME
+from .settings import PROFILES, resolve_profile
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+class ChapterFailed(RuntimeError):
+    pass
+
+
+def list_chapters(notebooks: Path = NOTEBOOKS) -> list[Path]:
+    return sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select_chapters(names: list[str], notebooks: Path = NOTEBOOKS) -> list[Path]:
+    """``01``, ``1``, ``01_gaussian_noise_and_kl`` or the file name all select chapter 01."""
+    chapters = list_chapters(notebooks)
+    if not names:
+        return chapters
+    picked = []
+    for name in names:
+        stem = Path(name).stem
+        hits = [p for p in chapters if p.stem == stem or p.stem.split("_")[0] == stem.zfill(2)]
+        if not hits:
+            raise SystemExit(f"error: no chapter {name!r}; available: "
+                             + ", ".join(p.stem for p in chapters))
+        picked += [h for h in hits if h not in picked]
+    return picked
+
+
+def parse_value(text: str):
+    """``-p`` values: Python literals (3, 0.5, True, None, 'x') else plain strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def check_parameters(notebook: Path, overrides: dict) -> None:
+    """Refuse overrides the notebook's parameters cell does not declare."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    unknown = [k for k in overrides if k not in declared]
+    if unknown:
+        raise ChapterFailed(
+            f"{notebook.stem}: unknown parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(declared)}"
+        )
+
+
+def collect_outputs(executed: Path, figures_dir: Path) -> tuple[dict, list[str]]:
+    """Pull PNG figures and recorded metrics out of an executed notebook."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    metrics, names = {}, []
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for index, cell in enumerate(nb.cells):
+        for k, out in enumerate(cell.get("outputs", [])):
+            data = out.get("data", {})
+            if METRICS_MIME in data:
+                metrics.update(data[METRICS_MIME])
+            if "image/png" in data:
+                meta = out.get("metadata", {}).get("image/png", {})
+                name = meta.get("filename") or f"cell{index:03d}_{k}.png"
+                if name in names:
+                    raise ChapterFailed(f"{executed.stem}: two figures are named {name}")
+                (figures_dir / name).write_bytes(base64.b64decode(data["image/png"]))
+                names.append(name)
+    return metrics, names
+
+
+def run_chapter(notebook: Path, build: Path, profile: str, overrides: dict,
+                log_output: bool = False) -> dict:
+    """Execute one chapter; on success move its outputs under ``build``, else raise."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    check_parameters(notebook, overrides)
+    chapter = notebook.stem
+    params = {"PROFILE": profile, **overrides}
+    final = {"executed": build / "executed" / f"{chapter}.ipynb",
+             "figures": build / "figures" / chapter,
+             "metrics": build / "metrics" / f"{chapter}.json"}
+    failed_copy = build / "failed" / f"{chapter}.ipynb"
+    build.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{chapter}.", dir=build))
+    executed = scratch / f"{chapter}.ipynb"
+    start = time.perf_counter()
+    try:
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
+                kernel_name="python3", progress_bar=False, log_output=log_output,
+            )
+        except PapermillExecutionError as e:
+            # Old outputs of this chapter would now be stale: remove them, keep the failure.
+            _remove(*final.values())
+            failed_copy.parent.mkdir(parents=True, exist_ok=True)
+            if executed.exists():
+                shutil.move(str(executed), failed_copy)
+            raise ChapterFailed(
+                f"{chapter} failed in cell {e.cell_index} (execution count {e.exec_count}): "
+                f"{e.ename}: {e.evalue}\n  executed notebook kept at {failed_copy}"
+            ) from None
+        wall = time.perf_counter() - start
+        metrics, figures = collect_outputs(executed, scratch / "figures")
+        summary = {"chapter": chapter, "profile": profile, "parameters": params,
+                   "wall_time_s": round(wall, 2), "figures": figures, "metrics": metrics}
+        (scratch / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # Everything exists: swap it into place.
+        _remove(*final.values(), failed_copy)
+        for path in final.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(scratch / "figures", final["figures"])
+        os.replace(scratch / "metrics.json", final["metrics"])
+        os.replace(executed, final["executed"])  # last: its presence marks a complete run
+        return summary
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffusion_course.runner",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("chapters", nargs="*", help="chapters to run (default: all), e.g. 01 02")
+    parser.add_argument("--profile", default=os.environ.get("PROFILE", "auto"),
+                        help=f"auto (default), {', '.join(PROFILES)}")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"), help="override a notebook parameter")
+    parser.add_argument("--build", type=Path, default=REPO_ROOT / "build", help="output folder")
+    parser.add_argument("--keep-going", action="store_true", help="run later chapters after a failure")
+    parser.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    parser.add_argument("--list", action="store_true", help="list the chapters and exit")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for p in list_chapters():
+            print(p.stem)
+        return 0
+    try:
+        profile = resolve_profile(args.profile)
+    except ValueError as e:
+        parser.error(str(e))
+    overrides = {name: parse_value(value) for name, value in args.parameter}
+    if "PROFILE" in overrides:
+        parser.error("set the profile with --profile, not -p PROFILE")
+    chapters = select_chapters(args.chapters)
+    os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # the kernel of this environment
+    os.environ.setdefault("MPLBACKEND", "agg")
+
+    print(f"running {len(chapters)} chapter(s) with profile {profile!r} into {args.build}")
+    rows, failures = [], []
+    for nb in chapters:
+        print(f"  {nb.stem} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            # A -p that a chapter does not declare is an error only if no chapter declares it
+            # when several run; with one chapter it is always an error.
+            mine = overrides if len(chapters) == 1 else _declared_subset(nb, overrides, chapters)
+            summary = run_chapter(nb, args.build, profile, mine, args.log_output)
+            rows.append((nb.stem, "ok", summary["wall_time_s"], f"{len(summary['figures'])} figures"))
+        except ChapterFailed as e:
+            rows.append((nb.stem, "FAILED", round(time.perf_counter() - start, 2), ""))
+            failures.append(str(e))
+            print(f"error: {e}", file=sys.stderr)
+            if not args.keep_going:
+                break
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'chapter':<{width}}  {'status':<7}{'wall s':>9}")
+    for name, status, wall, extra in rows:
+        print(f"{name:<{width}}  {status:<7}{wall:>9.1f}  {extra}")
+    (args.build / "summary.json").write_text(json.dumps(
+        [{"chapter": n, "status": s, "wall_time_s": w} for n, s, w, _ in rows], indent=2) + "\n")
+    if failures:
+        print("\n" + "\n".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _declared_subset(nb: Path, overrides: dict, chapters: list[Path]) -> dict:
+    import papermill
+
+    declared = papermill.inspect_notebook(str(nb))
+    for name in overrides:
+        if not any(name in papermill.inspect_notebook(str(c)) for c in chapters):
+            raise ChapterFailed(f"no selected chapter has a parameter {name}")
+    return {k: v for k, v in overrides.items() if k in declared}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Every chapter: Colab badge for its own path, Colab-only setup cell, one parameters cell,
+no committed outputs, and parameters that match the chapter's knobs."""
+import re
+
+import nbformat
+import pytest
+
+from diffusion_course import colab, settings
+from diffusion_course.runner import REPO_ROOT, list_chapters
+
+CHAPTERS = list_chapters()
+
+
+def test_there_are_chapters():
+    assert [p.stem[:2] for p in CHAPTERS][:2] == ["01", "02"]
+
+
+@pytest.fixture(params=CHAPTERS, ids=lambda p: p.stem)
+def notebook(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def test_badge_points_at_this_notebook(notebook):
+    path, nb = notebook
+    rel = path.relative_to(REPO_ROOT).as_posix()
+    assert nb.cells[0].cell_type == "markdown"
+    assert nb.cells[0].source.split("\n")[0] == colab.badge_markdown(rel)
+    assert f"github/{colab.REPO_SLUG}/blob/" in nb.cells[0].source
+
+
+def test_setup_cell_installs_only_on_colab(notebook):
+    _, nb = notebook
+    assert nb.cells[1].cell_type == "code" and nb.cells[1].source == colab.SETUP_CELL
+    assert 'if "google.colab" in sys.modules' in colab.SETUP_CELL
+    assert colab.REPO_SLUG in colab.SETUP_CELL and "torch" not in colab.SETUP_CELL.split("pip")[-1]
+
+
+def test_one_parameters_cell_with_profile_auto(notebook):
+    path, nb = notebook
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    src = tagged[0].source
+    assert re.search(r'^PROFILE = "auto"', src, re.M)
+    names = re.findall(r"^([A-Z][A-Z0-9_]*) = ", src, re.M)
+    knobs = settings.CHAPTERS[path.stem[:2]]
+    assert {n.lower() for n in names if n != "PROFILE"} == {k.lower() for k in knobs}, \
+        "the parameters cell declares exactly the chapter's knobs"
+
+
+def test_committed_without_outputs(notebook):
+    _, nb = notebook
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_mentions_expected_time_and_what_you_should_see(notebook):
+    _, nb = notebook
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
+    assert "ci" in nb.cells[0].source and "cpu" in nb.cells[0].source
+    assert "what you should see" in text

@@ -1,0 +1,68 @@
+"""The papermill runner: outputs on success, clear errors and nothing partial on failure."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from diffusion_course.runner import REPO_ROOT, parse_value, select_chapters
+
+pytestmark = pytest.mark.notebooks
+CHAPTER = "01_gaussian_noise_and_kl"
+
+
+def run(*args, build):
+    return subprocess.run([sys.executable, "-m", "diffusion_course.runner", *args,
+                           "--build", str(build)], capture_output=True, text=True, cwd=REPO_ROOT)
+
+
+def test_runs_a_chapter_with_an_override(tmp_path):
+    result = run("01", "--profile", "ci", "-p", "N_SAMPLES", "5000", build=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert CHAPTER in result.stdout and " ok " in result.stdout
+    summary = json.loads((tmp_path / "metrics" / f"{CHAPTER}.json").read_text())
+    assert summary["profile"] == "ci" and summary["parameters"]["N_SAMPLES"] == 5000
+    assert summary["metrics"], "the chapter recorded its measurements"
+    assert summary["wall_time_s"] > 0
+    pngs = sorted((tmp_path / "figures" / CHAPTER).glob("*.png"))
+    assert pngs and pngs == sorted(tmp_path / "figures" / CHAPTER / f for f in summary["figures"])
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert (tmp_path / "executed" / f"{CHAPTER}.ipynb").exists()
+    assert not list(tmp_path.glob(".*")), "scratch folders are cleaned up"
+
+
+def test_unknown_parameter_fails_before_running(tmp_path):
+    result = run("01", "--profile", "ci", "-p", "N_SAMPELS", "5", build=tmp_path)
+    assert result.returncode != 0
+    assert "unknown parameter(s) N_SAMPELS" in result.stderr and "N_SAMPLES" in result.stderr
+    assert not (tmp_path / "executed").exists() and not (tmp_path / "figures").exists()
+
+
+def test_bad_value_names_the_cell_and_leaves_nothing_that_looks_complete(tmp_path):
+    ok = run("01", "--profile", "ci", build=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    result = run("01", "--profile", "ci", "-p", "N_SAMPLES", "-5", build=tmp_path)
+    assert result.returncode == 1
+    assert f"{CHAPTER} failed in cell" in result.stderr
+    assert "bad value -5 for n_samples; allowed: int >= 100" in result.stderr
+    # The earlier complete outputs of this chapter are gone (they would be stale)...
+    assert not (tmp_path / "executed" / f"{CHAPTER}.ipynb").exists()
+    assert not (tmp_path / "metrics" / f"{CHAPTER}.json").exists()
+    assert not (tmp_path / "figures" / CHAPTER).exists()
+    # ...and the failed notebook is kept apart for debugging.
+    assert (tmp_path / "failed" / f"{CHAPTER}.ipynb").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["status"] == "FAILED"
+
+
+def test_unknown_profile_and_chapter(tmp_path):
+    result = run("01", "--profile", "turbo", build=tmp_path)
+    assert result.returncode == 2 and "allowed: auto, ci, cpu, gpu" in result.stderr
+    result = run("42", "--profile", "ci", build=tmp_path)
+    assert result.returncode != 0 and "no chapter '42'" in result.stderr
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_helpers():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("cosine") == "cosine"
+    assert parse_value("None") is None
+    assert [p.stem for p in select_chapters(["1"])] == [CHAPTER]

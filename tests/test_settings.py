@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from diffusion_course import settings
+from diffusion_course.settings import chapter_settings, pick_device, resolve_profile
+
+
+def test_explicit_profiles_used_as_given(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "ci")
+    assert resolve_profile("cpu") == "cpu" and resolve_profile("GPU") == "gpu"
+
+
+def test_auto_defers_to_env_then_device(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "ci")
+    assert resolve_profile("auto") == "ci"
+    monkeypatch.delenv("COURSE_PROFILE")
+    monkeypatch.setattr(settings, "accelerator_available", lambda: False)
+    assert resolve_profile("auto") == "cpu"
+    monkeypatch.setattr(settings, "accelerator_available", lambda: True)
+    assert resolve_profile("auto") == "gpu"
+
+
+def test_unknown_profile_lists_allowed(monkeypatch):
+    with pytest.raises(ValueError, match="allowed: auto, ci, cpu, gpu"):
+        resolve_profile("fast")
+    monkeypatch.setenv("COURSE_PROFILE", "turbo")
+    with pytest.raises(ValueError, match="allowed: ci, cpu, gpu"):
+        resolve_profile("auto")
+
+
+def test_chapter_settings_defaults_and_overrides():
+    cfg = chapter_settings("02", "ci")
+    assert cfg.profile == "ci" and cfg.n_draws == settings.CHAPTERS["02"]["n_draws"].ci
+    cfg = chapter_settings("02_forward_process", "cpu", n_draws=500, schedule=None, T=100)
+    assert cfg.n_draws == 500 and cfg.T == 100 and cfg.schedule == "linear"
+    assert cfg["T"] == 100 and cfg.as_dict()["profile"] == "cpu"
+    assert chapter_settings(2, "gpu").n_draws == settings.CHAPTERS["02"]["n_draws"].gpu
+
+
+def test_unknown_knob_lists_allowed():
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) 'steps'.*allowed: seed, n_draws"):
+        chapter_settings("02", "ci", steps=3)
+
+
+@pytest.mark.parametrize("knob,value,expect", [
+    ("schedule", "sigmoid", "one of 'linear', 'scaled_linear', 'cosine'"),
+    ("T", 1, r"int >= 2"),
+    ("T", 2.5, r"int >= 2"),
+    ("T", True, r"int >= 2"),
+    ("digit_index", 10_000, r"int in \[0, 9999\]"),
+])
+def test_bad_values_list_allowed(knob, value, expect):
+    with pytest.raises(ValueError, match=expect):
+        chapter_settings("02", "ci", **{knob: value})
+
+
+def test_unknown_chapter_and_settings_are_read_only():
+    with pytest.raises(ValueError, match="unknown chapter"):
+        chapter_settings("99", "ci")
+    cfg = chapter_settings("01", "ci")
+    with pytest.raises(TypeError):
+        cfg._values["seed"] = 3
+    with pytest.raises(AttributeError, match="has no setting"):
+        cfg.nope
+
+
+def test_every_knob_default_is_valid_in_every_profile():
+    for chapter, knobs in settings.CHAPTERS.items():
+        for profile in settings.PROFILES:
+            chapter_settings(chapter, profile)
+
+
+def test_pick_device(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert pick_device() == torch.device("cpu")
+    with pytest.raises(ValueError, match="allowed: cpu, cuda, mps"):
+        pick_device("tpu")
