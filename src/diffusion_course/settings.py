@@ -179,6 +179,21 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
                          choices=("linear", "scaled_linear", "cosine")),
         "digit_index": Knob(0, 0, 0, "which MNIST test image to noise", min=0, max=9999),
     },
+    "05": {
+        "seed": Knob(0, 0, 0, "random seed for training and sampling", min=0),
+        "train_split": Knob("test", "train", "train", "MNIST split to train on ('test': its "
+                            "first n_train images, the last 1,000 held out)", choices=("train", "test")),
+        "n_train": Knob(2_000, 9_000, 60_000, "training images", min=100, max=60_000),
+        "train_steps": Knob(60, 3_000, 20_000, "optimiser steps", min=1),
+        "batch_size": Knob(32, 64, 128, "images per step", min=1),
+        "base_width": Knob(16, 32, 64, "channels of the U-Net's first level", min=8),
+        "lr": Knob(2e-3, 2e-3, 1e-3, "peak learning rate (AdamW)", min=0.0),
+        "ema_decay": Knob(0.99, 0.995, 0.999, "EMA decay of the weights", min=0.0, max=0.9999),
+        "kind": Knob("v", "v", "v", "what the network predicts", choices=("eps", "x0", "v")),
+        "min_snr_gamma": Knob(5.0, 5.0, 5.0, "min-SNR loss weighting gamma (0: plain MSE)", min=0.0),
+        "sample_steps": Knob(20, 100, 250, "DDIM steps for sample grids", min=1, max=1000),
+        "n_samples": Knob(16, 64, 64, "images in the sample grids", min=1),
+    },
 }
 
 

@@ -1,0 +1,115 @@
+"""Training loop: exact resume, EMA formula, the load-or-train cache, bad checkpoints."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from diffusion_course import training
+from diffusion_course.training import (CheckpointError, TrainConfig, ema_update, load_or_train,
+                                       lr_at, train)
+from diffusion_course.unet import UNet
+
+TINY = dict(base=8, mults=(1, 2), blocks_per_level=1, attention_levels=())
+CFG = TrainConfig(steps=12, batch_size=8, lr=3e-3, warmup=3, ema_decay=0.9, T=50)
+
+
+def tiny_data(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 2 - 1
+    return x, torch.randint(0, 10, (n,), generator=g)
+
+
+def weights(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_resume_is_bit_identical(tmp_path):
+    x, _ = tiny_data()
+    torch.manual_seed(0)
+    straight = train(UNet(**TINY), x, CFG, progress=False)
+    ckpt = tmp_path / "run.pt"
+    torch.manual_seed(0)
+    first = train(UNet(**TINY), x, CFG, checkpoint=ckpt, stop_after=5, progress=False)
+    assert first.step == 5
+    torch.manual_seed(123)  # a different global state must not matter: it is restored
+    resumed = train(UNet(**TINY), x, CFG, checkpoint=ckpt, progress=False)
+    assert resumed.step == CFG.steps and resumed.losses == straight.losses
+    for name, tensor in weights(straight.model).items():
+        assert torch.equal(tensor, weights(resumed.model)[name]), name
+    for name, tensor in weights(straight.ema).items():
+        assert torch.equal(tensor, weights(resumed.ema)[name]), name
+
+
+def test_ema_update_matches_formula():
+    torch.manual_seed(0)
+    model, ema = UNet(**TINY), UNet(**TINY)
+    before = [p.clone() for p in ema.parameters()]
+    ema_update(ema, model, 0.9)
+    for e, b, p in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * p, atol=1e-7)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = replace(CFG, steps=100, warmup=10, lr=1.0)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(50, replace(cfg, lr_decay="constant")) == 1.0
+
+
+def test_loss_falls_on_a_tiny_dataset():
+    # Two fixed images: the network can learn the noise well above chance quickly.
+    x = torch.zeros(2, 1, 28, 28)
+    x[0, :, 8:20, 12:16] = 1.0
+    x[1, :, 12:16, 6:22] = 1.0
+    x = x * 2 - 1
+    cfg = replace(CFG, steps=80, batch_size=16, lr=3e-3, warmup=10)
+    torch.manual_seed(0)
+    state = train(UNet(**TINY), x, cfg, progress=False)
+    first, last = sum(state.losses[:20]) / 20, sum(state.losses[-20:]) / 20
+    assert last < 0.6 * first, (first, last)
+
+
+def test_cache_trains_once_and_again_when_a_setting_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    calls = []
+
+    def data():
+        calls.append(1)
+        return tiny_data()
+
+    spec = {"set": "random", "n": 32}
+    make = lambda: UNet(**TINY)
+    m1, info1 = load_or_train("toy", make, CFG, data, spec, progress=False)
+    m2, info2 = load_or_train("toy", make, CFG, data, spec, progress=False)
+    assert info1["trained_now"] and not info2["trained_now"] and len(calls) == 1
+    for k, v in m1.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    _, info3 = load_or_train("toy", make, replace(CFG, lr=1e-3), data, spec, progress=False)
+    _, info4 = load_or_train("toy", make, CFG, data, {**spec, "n": 31}, progress=False)
+    _, info5 = load_or_train("toy", lambda: UNet(**{**TINY, "base": 16}), CFG, data, spec, progress=False)
+    assert info3["trained_now"] and info4["trained_now"] and info5["trained_now"]
+    assert len({info1["path"], info3["path"], info4["path"], info5["path"]}) == 4
+
+
+def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
+    x, _ = tiny_data()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*Delete it"):
+        train(UNet(**TINY), x, CFG, checkpoint=bad, progress=False)
+    ckpt = tmp_path / "run.pt"
+    train(UNet(**TINY), x, CFG, checkpoint=ckpt, stop_after=2, progress=False)
+    with pytest.raises(CheckpointError, match=r"other settings.*'lr'"):
+        train(UNet(**TINY), x, replace(CFG, lr=1e-2), checkpoint=ckpt, progress=False)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        train(UNet(**{**TINY, "base": 16}), x, CFG, checkpoint=ckpt, progress=False)
+    torch.save({"format": "something else"}, bad)
+    with pytest.raises(CheckpointError, match="not a diffusion-course checkpoint"):
+        training.read_checkpoint(bad)
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        TrainConfig(kind="score")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="sigmoid")
