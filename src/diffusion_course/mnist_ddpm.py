@@ -37,8 +37,11 @@ def held_out_images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_unet(cfg: Settings, num_classes: int | None = None) -> UNet:
-    return UNet(base=cfg.base_width, mults=(1, 2, 2), blocks_per_level=1,
-                attention_levels=(2,), num_classes=num_classes)
+    # Levels: 28 -> 14 -> 7 at full resolution, or 14 -> 7 after folding 2x2 patches;
+    # self-attention only at 7x7 (49 tokens), where it is cheap.
+    mults = (1, 2, 2) if cfg.patch == 1 else (1, 2)
+    return UNet(base=cfg.base_width, mults=mults, blocks_per_level=1, patch=cfg.patch,
+                attention_levels=(len(mults) - 1,), num_classes=num_classes)
 
 
 def train_config(cfg: Settings) -> TrainConfig:

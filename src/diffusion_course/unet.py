@@ -90,9 +90,9 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, base: int = 32, mults: tuple[int, ...] = (1, 2, 2),
                  blocks_per_level: int = 1, attention_levels: tuple[int, ...] = (2,),
-                 dropout: float = 0.0, num_classes: int | None = None):
+                 dropout: float = 0.0, num_classes: int | None = None, patch: int = 1):
         super().__init__()
-        self.config = dict(in_channels=in_channels, base=base, mults=tuple(mults),
+        self.config = dict(in_channels=in_channels, base=base, mults=tuple(mults), patch=patch,
                            blocks_per_level=blocks_per_level,
                            attention_levels=tuple(attention_levels), dropout=dropout,
                            num_classes=num_classes)
@@ -102,7 +102,10 @@ class UNet(nn.Module):
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes + 1, emb_dim)
         widths = [base * m for m in mults]
-        self.stem = nn.Conv2d(in_channels, base, 3, padding=1)
+        # patch > 1 folds p x p pixel blocks into channels first (28x28x1 -> 14x14x4 for p = 2)
+        # and unfolds them at the end: the network then never runs at full resolution.
+        self.fold, self.unfold = nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
+        self.stem = nn.Conv2d(in_channels * patch**2, base, 3, padding=1)
 
         # Down path: every block's output (and every downsampled map) is kept as a skip.
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -134,7 +137,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                                    nn.Conv2d(ch, ch, 3, padding=1)))
-        self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
+        self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels * patch**2, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)  # start by predicting 0
         nn.init.zeros_(self.head[-1].bias)
 
@@ -148,8 +151,12 @@ class UNet(nn.Module):
         return emb
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        factor = self.config["patch"] * 2 ** (len(self.config["mults"]) - 1)
+        if x.shape[-1] % factor or x.shape[-2] % factor:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by "
+                             f"patch * 2^(levels - 1) = {factor} for this U-Net")
         emb = self.embed(torch.as_tensor(t, device=x.device), labels, x.shape[0])
-        h = self.stem(x)
+        h = self.stem(self.fold(x))
         skips = [h]
         for level, blocks in enumerate(self.down):
             for block in blocks:
@@ -164,7 +171,7 @@ class UNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if level < len(self.upsample):
                 h = self.upsample[level](h)
-        return self.head(h)
+        return self.unfold(self.head(h))
 
 
 def count_parameters(model: nn.Module) -> int:
