@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from diffusion_course.autoencoder import Autoencoder, add_noise, train_autoencoder
+
+
+def tiny_digits(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Blobs on a black background in [-1, 1]: enough structure for the loss to fall."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centres = 8 + 12 * torch.rand(n, 2, generator=g)
+    d2 = (yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2
+    return (2 * torch.exp(-d2 / 18) - 1).unsqueeze(1)
+
+
+@pytest.mark.parametrize("latent_channels", [1, 4])
+def test_shapes_and_config(latent_channels):
+    model = Autoencoder(channels=(8, 16), latent_channels=latent_channels)
+    x = torch.randn(3, 1, 28, 28)
+    z = model.encode(x)
+    assert z.shape == (3, latent_channels, 7, 7) == (3, *model.latent_shape())
+    assert model.decode(z).shape == x.shape == model(x).shape
+    assert model.config == {"in_channels": 1, "channels": (8, 16), "latent_channels": latent_channels}
+    assert model.latent_shape(32, 30) == (latent_channels, 8, 8)
+    assert Autoencoder(**model.config).encode(torch.zeros(1, 1, 32, 32)).shape == (1, latent_channels, 8, 8)
+
+
+def test_add_noise_per_image_std():
+    x = torch.zeros(2, 1, 28, 28)
+    y = add_noise(x, torch.tensor([0.0, 2.0]), torch.Generator().manual_seed(0))
+    assert y[0].abs().max() == 0 and 1.6 < y[1].std() < 2.4
+    a = add_noise(x, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, add_noise(x, 0.5, torch.Generator().manual_seed(1)))
+
+
+def test_loss_falls_on_tiny_data():
+    torch.manual_seed(0)
+    model = Autoencoder(channels=(8, 16))
+    losses = train_autoencoder(model, tiny_digits(), steps=40, batch_size=16, lr=3e-3,
+                               noise_std=(0.0, 0.5), generator=torch.Generator().manual_seed(0))
+    assert len(losses) == 40 and not model.training
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+
+
+def test_deterministic_under_seed():
+    def run():
+        torch.manual_seed(3)
+        model = Autoencoder(channels=(8, 16), latent_channels=2)
+        losses = train_autoencoder(model, tiny_digits(16), steps=5, batch_size=4, noise_std=0.3,
+                                   generator=torch.Generator().manual_seed(7))
+        return losses, model.encode(tiny_digits(2, seed=1))
+    (l1, z1), (l2, z2) = run(), run()
+    assert l1 == l2 and torch.equal(z1, z2)
+
+
+def test_bad_arguments():
+    model = Autoencoder(channels=(8, 16))
+    with pytest.raises(ValueError, match="noise_std"):
+        train_autoencoder(model, tiny_digits(4), steps=1, noise_std=(0.5, 0.1))
+    with pytest.raises(ValueError, match="positive"):
+        train_autoencoder(model, tiny_digits(4), steps=0)
