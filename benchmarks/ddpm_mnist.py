@@ -3,6 +3,11 @@ and score the samples with the chapter-06 metric. Writes JSON.
 
     python benchmarks/ddpm_mnist.py --profile cpu --minutes 10 --out build/benchmarks/ddpm_mnist.json
     python benchmarks/ddpm_mnist.py --set train_steps=2000 --set kind=eps --sample-steps 50
+    python benchmarks/ddpm_mnist.py --profile cpu --keep   # also cache the model for the chapters
+
+It trains a fresh model every run (in a temporary cache) unless --keep is given. Run it on
+an otherwise idle machine: torch uses every core, and a second busy process on a 2-core
+machine can make each step many times slower.
 
 Data: the MNIST training split when present. Offline with only the test split, it trains
 on test[0:9000] and evaluates on test[9000:10000]; the JSON's "data" says which.
@@ -14,29 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import evaluate_samples, load_or_train_classifier
-from diffusion_course.mnist import mnist_files
-from diffusion_course.mnist_ddpm import data_spec, held_out_images, make_unet, train_config, training_images
+from diffusion_course.metrics import classify, evaluate_samples, load_or_train_classifier
+from diffusion_course.mnist_ddpm import (benchmark_settings, data_spec, held_out_images,
+                                         load_or_train_mnist_ddpm, make_unet, train_config,
+                                         training_images)
+from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
 from diffusion_course.sampling import sample
-from diffusion_course.settings import chapter_settings
-from diffusion_course.training import train
+from diffusion_course.training import CACHE_ENV, autocast
 from diffusion_course.unet import count_parameters
-
-
-def train_split_available() -> bool:
-    try:
-        mnist_files("train", download=False)
-        return True
-    except (FileNotFoundError, ValueError):
-        return False
 
 
 def main() -> None:
@@ -50,50 +49,56 @@ def main() -> None:
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--sample-batch", type=int, default=250)
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/ddpm_mnist.json"))
+    p.add_argument("--keep", action="store_true",
+                   help="train into the course's checkpoint cache (reused by the chapters, and "
+                        "by this benchmark: then nothing is retrained) instead of a fresh temp one")
     args = p.parse_args()
 
-    overrides = dict(kv.split("=", 1) for kv in args.set)
-    overrides = {k: parse_value(v) for k, v in overrides.items()}
-    if "train_split" not in overrides and not train_split_available():
-        overrides.update(train_split="test", n_train=9000)
-    cfg = chapter_settings("05", args.profile, **overrides)
+    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    cfg = benchmark_settings(args.profile, overrides)
     tcfg = train_config(cfg)
     torch.manual_seed(cfg.seed)
 
     images, labels = training_images(cfg.train_split, cfg.n_train)
-    real, _ = held_out_images()
+    real, real_labels = held_out_images()
     n = min(args.n_samples, len(real))
-    model = make_unet(cfg).to(cfg.device)
-    print(f"{count_parameters(model):,} parameters; training {tcfg.steps} steps, "
+    print(f"{count_parameters(make_unet(cfg)):,} parameters; training {tcfg.steps} steps, "
           f"budget {args.minutes} min, on {cfg.train_split} ({len(images)} images)")
-    state = train(model, images, tcfg, labels, max_seconds=args.minutes * 60, device=cfg.device)
+    if not args.keep:  # measure a fresh run; --keep stores it where the chapters find it
+        os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="ddpm-benchmark-")
+    ema, info = load_or_train_mnist_ddpm(cfg, max_seconds=args.minutes * 60)
+    if not args.keep:
+        shutil.rmtree(os.environ.pop(CACHE_ENV), ignore_errors=True)
 
-    classifier, cinfo = load_or_train_classifier(images, labels, {**data_spec(cfg.train_split, cfg.n_train)})
-    ema = state.ema.eval()
+    classifier, cinfo = load_or_train_classifier(images, labels, data_spec(cfg.train_split, cfg.n_train))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     start, chunks = time.perf_counter(), []
     for i in range(0, args.n_samples, args.sample_batch):
         b = min(args.sample_batch, args.n_samples - i)
-        chunks.append(sample(ema, (b, 1, 28, 28), tcfg.noise_schedule(), steps=args.sample_steps,
-                             eta=args.eta, kind=tcfg.kind, generator=gen, device=cfg.device).x0)
+        with autocast(tcfg.precision, cfg.device):
+            chunks.append(sample(ema, (b, 1, 28, 28), tcfg.noise_schedule(), steps=args.sample_steps,
+                                 eta=args.eta, kind=tcfg.kind, generator=gen, device=cfg.device).x0.float())
     sample_seconds = time.perf_counter() - start
     samples = torch.cat(chunks)
     report = evaluate_samples(classifier, samples[:n], real[:n], real_floor=images[:n])
+    # The same report card for real held-out digits: what a perfect generator would get.
+    _, real_pred, real_conf = classify(classifier, real)
+    cinfo.update(held_out_accuracy=(real_pred == real_labels).double().mean().item(),
+                 held_out_confident_fraction=(real_conf > 0.9).double().mean().item())
 
     result = {
         "benchmark": "ddpm_mnist", "profile": cfg.profile, "settings": cfg.as_dict(),
         "train_config": asdict(tcfg), "data": data_spec(cfg.train_split, cfg.n_train),
-        "parameters": count_parameters(model),
-        "train_steps_done": state.step, "train_seconds": round(state.seconds, 1),
-        "train_images_per_second": round(state.step * tcfg.batch_size / state.seconds, 1),
-        "final_loss_mean_last_100": sum(state.losses[-100:]) / len(state.losses[-100:]),
+        "parameters": count_parameters(ema), "trained_now": info["trained_now"],
+        "train_steps_done": info["steps"], "train_complete": info["complete"],
+        "train_seconds": round(info["seconds"], 1),
+        "train_images_per_second": round(info["steps"] * tcfg.batch_size / info["seconds"], 1),
+        "final_loss_mean_last_100": sum(info["losses"][-100:]) / len(info["losses"][-100:]),
         "sampler": {"steps": args.sample_steps, "eta": args.eta, "clip_x0": True,
                     "n_samples": args.n_samples},
         "sample_seconds_per_image": sample_seconds / args.n_samples,
         "evaluation": report, "classifier": cinfo,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "device": str(cfg.device),
-                    "torch": torch.__version__},
+        "machine": machine_info(cfg.device),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

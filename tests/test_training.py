@@ -25,15 +25,20 @@ def weights(module):
 
 def test_resume_is_bit_identical(tmp_path):
     x, _ = tiny_data()
+    keep = (3, 8)  # EMA snapshots before and after the interruption survive it too
     torch.manual_seed(0)
-    straight = train(UNet(**TINY), x, CFG, progress=False)
+    straight = train(UNet(**TINY), x, CFG, progress=False, keep_ema_at=keep)
     ckpt = tmp_path / "run.pt"
     torch.manual_seed(0)
-    first = train(UNet(**TINY), x, CFG, checkpoint=ckpt, stop_after=5, progress=False)
+    first = train(UNet(**TINY), x, CFG, checkpoint=ckpt, stop_after=5, progress=False, keep_ema_at=keep)
     assert first.step == 5
     torch.manual_seed(123)  # a different global state must not matter: it is restored
-    resumed = train(UNet(**TINY), x, CFG, checkpoint=ckpt, progress=False)
+    resumed = train(UNet(**TINY), x, CFG, checkpoint=ckpt, progress=False, keep_ema_at=keep)
     assert resumed.step == CFG.steps and resumed.losses == straight.losses
+    assert sorted(resumed.ema_history) == list(keep)
+    for step in keep:
+        for name, tensor in straight.ema_history[step].items():
+            assert torch.equal(tensor, resumed.ema_history[step][name]), (step, name)
     for name, tensor in weights(straight.model).items():
         assert torch.equal(tensor, weights(resumed.model)[name]), name
     for name, tensor in weights(straight.ema).items():
@@ -111,5 +116,20 @@ def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
 def test_bad_config_values():
     with pytest.raises(ValueError, match="kind must be one of"):
         TrainConfig(kind="score")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
     with pytest.raises(ValueError, match="schedule must be one of"):
         TrainConfig(schedule="sigmoid")
+
+
+def test_bf16_autocast_keeps_float32_weights_and_tracks_fp32():
+    # bf16 only changes the precision of the forward pass: the first loss agrees with fp32
+    # to bf16 accuracy, and weights and EMA stay float32.
+    x, _ = tiny_data()
+    torch.manual_seed(0)
+    fp32 = train(UNet(**TINY), x, CFG, progress=False)
+    torch.manual_seed(0)
+    bf16 = train(UNet(**TINY), x, replace(CFG, precision="bf16"), progress=False)
+    assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=0.05)
+    assert all(torch.isfinite(torch.tensor(bf16.losses)))
+    assert all(p.dtype == torch.float32 for p in [*bf16.model.parameters(), *bf16.ema.parameters()])

@@ -37,6 +37,15 @@ def mnist_files(split: str, root: Path | None = None, download: bool = True) -> 
     return paths[0], paths[1]
 
 
+def split_available(split: str, root: Path | None = None) -> bool:
+    """True if both files of ``split`` are already on disk (and pass their md5 check)."""
+    try:
+        mnist_files(split, root, download=False)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Parse a gzipped IDX file: a magic number (2051 images, 2049 labels), sizes, bytes."""
     with gzip.open(path, "rb") as f:

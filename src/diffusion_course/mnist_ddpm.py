@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .mnist import load_mnist
-from .settings import Settings
+from .mnist import load_mnist, split_available
+from .settings import Settings, chapter_settings, resolve_precision
 from .training import TrainConfig, load_or_train
 from .unet import UNet
 
@@ -31,29 +31,49 @@ def training_images(split: str, n_train: int) -> tuple[torch.Tensor, torch.Tenso
     return load_mnist(split, n=n_train)
 
 
+def benchmark_settings(profile: str, overrides: dict) -> Settings:
+    """Chapter-05 settings for the benchmarks: the profile's, with ``overrides``; offline
+    without the training split (unless one is asked for), the first 9,000 test images."""
+    if "train_split" not in overrides and not split_available("train"):
+        overrides = {**overrides, "train_split": "test", "n_train": 10_000 - HELD_OUT}
+    return chapter_settings("05", profile, **overrides)
+
+
 def held_out_images() -> tuple[torch.Tensor, torch.Tensor]:
     x, y = load_mnist("test")
     return x[-HELD_OUT:], y[-HELD_OUT:]
 
 
-def make_unet(cfg: Settings, num_classes: int | None = None) -> UNet:
+def make_unet(cfg: Settings, num_classes: int | None = None, patch: int | None = None) -> UNet:
+    """The chapter-05 U-Net for these settings (``patch`` overrides ``cfg.patch``)."""
     # Levels: 28 -> 14 -> 7 at full resolution, or 14 -> 7 after folding 2x2 patches;
     # self-attention only at 7x7 (49 tokens), where it is cheap.
-    mults = (1, 2, 2) if cfg.patch == 1 else (1, 2)
-    return UNet(base=cfg.base_width, mults=mults, blocks_per_level=1, patch=cfg.patch,
+    patch = cfg.patch if patch is None else patch
+    mults = (1, 2, 2) if patch == 1 else (1, 2)
+    return UNet(base=cfg.base_width, mults=mults, blocks_per_level=1, patch=patch,
                 attention_levels=(len(mults) - 1,), num_classes=num_classes)
 
 
 def train_config(cfg: Settings) -> TrainConfig:
     return TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup=100, lr_decay="cosine", grad_clip=1.0, ema_decay=cfg.ema_decay,
-                       kind=cfg.kind, min_snr_gamma=cfg.min_snr_gamma or None,
-                       schedule="linear", T=1000, seed=cfg.seed)
+                       warmup=min(100, cfg.train_steps // 10), lr_decay="cosine", grad_clip=1.0,
+                       ema_decay=cfg.ema_decay, kind=cfg.kind,
+                       min_snr_gamma=cfg.min_snr_gamma or None, schedule="linear", T=1000,
+                       seed=cfg.seed, precision=resolve_precision(cfg.precision, cfg.device))
+
+
+def snapshot_steps(train_steps: int) -> tuple[int, ...]:
+    """Steps after which chapter 05 keeps the EMA weights: 5%, 15%, 40% and 100% of training."""
+    return tuple(sorted({max(1, round(f * train_steps)) for f in (0.05, 0.15, 0.4, 1.0)}))
 
 
 def load_or_train_mnist_ddpm(cfg: Settings, progress: bool = True, max_seconds: float | None = None):
-    """(EMA model, info) of the chapter-05 model for these settings, trained if not cached."""
+    """(EMA model, info) of the chapter-05 model for these settings, trained if not cached.
+
+    ``info["ema_history"]`` maps the steps of ``snapshot_steps`` to the EMA weights then.
+    """
     spec = data_spec(cfg.train_split, cfg.n_train)
     return load_or_train("mnist-ddpm", lambda: make_unet(cfg), train_config(cfg),
                          lambda: training_images(cfg.train_split, cfg.n_train), spec,
-                         device=cfg.device, progress=progress, max_seconds=max_seconds)
+                         device=cfg.device, progress=progress, max_seconds=max_seconds,
+                         keep_ema_at=snapshot_steps(cfg.train_steps))

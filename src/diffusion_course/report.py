@@ -18,6 +18,28 @@ METRICS_MIME = "application/vnd.diffusion-course.metrics+json"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+def machine_info(device) -> dict:
+    """What a benchmark ran on: CPU model, cores, torch threads, device, torch version."""
+    import os
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                 if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": str(device), "torch": torch.__version__}
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
 def setup_matplotlib() -> None:
     """Figures with an opaque white background read well in light and dark themes."""
     import matplotlib as mpl

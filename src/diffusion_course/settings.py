@@ -19,7 +19,8 @@ Profiles
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -62,6 +63,30 @@ def resolve_profile(profile: str = "auto") -> str:
             f"unknown profile {profile!r}; allowed: auto, {', '.join(PROFILES)}"
         )
     return name
+
+
+def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
+    """True where bfloat16 matrix maths has hardware support: CUDA GPUs from Ampere on, and
+    CPUs with AMX or AVX512-BF16 (read from /proc/cpuinfo; elsewhere assume not)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` becomes ``bf16`` where that is fast (see ``bf16_is_fast``), else ``fp32``."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; allowed: auto, fp32, bf16")
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -179,20 +204,79 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
                          choices=("linear", "scaled_linear", "cosine")),
         "digit_index": Knob(0, 0, 0, "which MNIST test image to noise", min=0, max=9999),
     },
+    "03": {
+        "seed": Knob(0, 0, 0, "random seed for every draw in the chapter", min=0),
+        "n_points": Knob(4_000, 20_000, 100_000, "training points drawn from the ring of 8 "
+                         "Gaussians", min=100),
+        "T": Knob(100, 100, 1000, "diffusion steps of the 2-D DDPM (cosine schedule)", min=2),
+        "train_steps": Knob(800, 4_000, 10_000, "optimiser steps of the 2-D DDPM", min=1),
+        "n_samples": Knob(2_000, 5_000, 20_000, "points sampled from the DDPM and each GAN", min=100),
+        "elbo_draws": Knob(1_000, 5_000, 20_000, "Monte Carlo draws per term of the ELBO", min=10),
+        "gan_steps": Knob(400, 5_000, 8_000, "training steps of each GAN", min=10),
+        "gan_seeds": Knob(2, 3, 5, "GANs trained, one per seed", min=1, max=20),
+    },
+    "04": {
+        "seed": Knob(0, 0, 0, "random seed for initialisation, batches and noise", min=0),
+        "train_split": Knob("test", "train", "train", "MNIST split to train on ('test': its "
+                            "first n_train images, the last 1,000 held out)", choices=("train", "test")),
+        "n_train": Knob(2_000, 9_000, 60_000, "training images", min=100, max=60_000),
+        "n_eval": Knob(100, 1_000, 1_000, "held-out images for MSE / PSNR", min=10, max=1_000),
+        "train_steps": Knob(100, 1_000, 4_000, "optimiser steps of each of the three denoisers "
+                            "(autoencoder, U-Net without and with skips)", min=1),
+        "batch_size": Knob(32, 64, 128, "images per step", min=1),
+        "lr": Knob(2e-3, 2e-3, 1e-3, "learning rate (Adam, constant)", min=0.0),
+        "max_noise_std": Knob(1.0, 1.0, 1.0, "training noise: each image gets sigma ~ U(0, max_noise_std)",
+                              min=0.0),
+        "width": Knob(16, 16, 32, "channels at 28x28 (twice as many at 14x14 and 7x7)", min=8),
+        "latent_channels": Knob(4, 4, 4, "channels of the autoencoder's 7x7 latent grid", min=1),
+    },
     "05": {
         "seed": Knob(0, 0, 0, "random seed for training and sampling", min=0),
         "train_split": Knob("test", "train", "train", "MNIST split to train on ('test': its "
                             "first n_train images, the last 1,000 held out)", choices=("train", "test")),
         "n_train": Knob(2_000, 9_000, 60_000, "training images", min=100, max=60_000),
-        "train_steps": Knob(60, 3_000, 20_000, "optimiser steps", min=1),
-        "batch_size": Knob(32, 64, 128, "images per step", min=1),
+        "train_steps": Knob(60, 1_600, 20_000, "optimiser steps", min=1),
+        "batch_size": Knob(32, 128, 128, "images per step", min=1),
         "base_width": Knob(16, 32, 64, "channels of the U-Net's first level", min=8),
-        "lr": Knob(2e-3, 2e-3, 1e-3, "peak learning rate (AdamW)", min=0.0),
+        "patch": Knob(2, 2, 1, "pixels per side folded into channels before the U-Net "
+                      "(2: it runs at 14x14 and 7x7, about twice as fast)", choices=(1, 2)),
+        "lr": Knob(2e-3, 3e-3, 1e-3, "peak learning rate (AdamW)", min=0.0),
         "ema_decay": Knob(0.99, 0.995, 0.999, "EMA decay of the weights", min=0.0, max=0.9999),
         "kind": Knob("v", "v", "v", "what the network predicts", choices=("eps", "x0", "v")),
         "min_snr_gamma": Knob(5.0, 5.0, 5.0, "min-SNR loss weighting gamma (0: plain MSE)", min=0.0),
+        "precision": Knob("auto", "auto", "auto", "forward pass in bfloat16 or float32 ('auto': "
+                          "bf16 where the hardware has fast bf16 maths, e.g. AMX CPUs)",
+                          choices=("auto", "fp32", "bf16")),
         "sample_steps": Knob(20, 100, 250, "DDIM steps for sample grids", min=1, max=1000),
         "n_samples": Knob(16, 64, 64, "images in the sample grids", min=1),
+    },
+    "06": {
+        "seed": Knob(0, 0, 0, "random seed for the classifier, the samples and the resampling", min=0),
+        "train_split": Knob("test", "train", "train", "MNIST split the chapter-05 model and the "
+                            "classifier train on ('test': its first 9,000 images, the last 1,000 "
+                            "held out)", choices=("train", "test")),
+        "n_train": Knob(9_000, 9_000, 60_000, "real training images: the classifier trains on "
+                        "them, the floor and the bad generators draw from them (at most 9,000 "
+                        "with train_split 'test')", min=1_000, max=60_000),
+        "classifier_epochs": Knob(1, 3, 5, "epochs of the evaluation classifier", min=1, max=50),
+        "n_samples": Knob(200, 1_000, 2_000, "digits generated by the chapter-05 model "
+                          "(evaluated on at most 1,000: the held-out set's size)", min=50),
+        "sample_steps": Knob(20, 50, 100, "DDIM steps (eta = 0) per generated digit", min=1, max=1000),
+        "n_resamples": Knob(3, 5, 10, "random subsets per sample size in the bias curve", min=2),
+    },
+    "07": {
+        "seed": Knob(0, 0, 0, "random seed for every noise draw in the chapter", min=0),
+        "train_split": Knob("test", "train", "train", "MNIST split the chapter-05 model and the "
+                            "chapter-06 classifier train on ('test': its first 9,000 images, the "
+                            "last 1,000 held out)", choices=("train", "test")),
+        "sample_steps": Knob(20, 50, 100, "DDIM steps for the eta grid, the determinism check and "
+                             "the interpolations", min=1, max=1000),
+        "inversion_steps": Knob(20, 100, 250, "steps of DDIM inversion (and of the generation "
+                                "back from the inverted noise)", min=1, max=1000),
+        "n_eval": Knob(50, 200, 1_000, "digits per (sampler, steps) setting in the steps vs "
+                       "quality table (at most 1,000: the held-out set's size)", min=10, max=1_000),
+        "max_steps": Knob(20, 250, 1000, "largest step count of the table: it uses 10, 20, 50, "
+                          "100, 250, 1000 up to this", min=10, max=1000),
     },
 }
 

@@ -22,6 +22,7 @@ from .objectives import PARAMETERISATIONS, diffusion_loss
 from .schedules import SCHEDULES, NoiseSchedule
 
 CACHE_ENV = "COURSE_CACHE"
+PRECISIONS = ("fp32", "bf16")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,6 +46,8 @@ class TrainConfig:
     T: int = 1000
     label_dropout: float = 0.0   # probability of replacing the label by "no label"
     seed: int = 0
+    precision: str = "fp32"      # "bf16": autocast the forward pass to bfloat16 (weights,
+                                 # optimiser and loss stay float32); fast on CPUs with AMX
 
     def __post_init__(self):
         if self.kind not in PARAMETERISATIONS:
@@ -57,9 +60,17 @@ class TrainConfig:
             raise ValueError("ema_decay and label_dropout must lie in [0, 1)")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule.make(self.schedule, self.T)
+
+
+def autocast(precision: str, device: torch.device | str):
+    """The forward pass in bfloat16 (``precision="bf16"``) or unchanged ("fp32")."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -95,6 +106,7 @@ class TrainState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    ema_history: dict[int, dict] = field(default_factory=dict)  # step -> EMA weights then
 
 
 def new_state(model: torch.nn.Module, cfg: TrainConfig) -> TrainState:
@@ -113,7 +125,7 @@ def save_checkpoint(state: TrainState, cfg: TrainConfig, path: Path, extra: dict
         "optimizer": state.optimizer.state_dict(), "generator": state.generator.get_state(),
         "torch_rng": torch.get_rng_state(), "losses": torch.tensor(state.losses),
         "seconds": state.seconds, "model_config": getattr(state.model, "config", {}),
-        "extra": extra or {},
+        "ema_history": state.ema_history, "extra": extra or {},
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
@@ -151,18 +163,21 @@ def load_state(path: Path, state: TrainState, cfg: TrainConfig) -> None:
     state.generator.set_state(blob["generator"])
     torch.set_rng_state(blob["torch_rng"])
     state.step, state.losses, state.seconds = blob["step"], blob["losses"].tolist(), blob["seconds"]
+    state.ema_history = blob.get("ema_history", {})
 
 
 def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
           labels: torch.Tensor | None = None, checkpoint: Path | None = None,
           checkpoint_every: int = 500, stop_after: int | None = None,
           max_seconds: float | None = None, progress: bool = True,
-          device: torch.device | str = "cpu") -> TrainState:
+          device: torch.device | str = "cpu", keep_ema_at: tuple[int, ...] = ()) -> TrainState:
     """Train ``model`` on ``images`` (in [-1, 1]) with the diffusion loss of ``cfg``.
 
     With ``checkpoint``, resumes from it if it exists and saves to it every
     ``checkpoint_every`` steps and at the end. ``stop_after`` ends early after that many
     steps in total (to demonstrate resuming); ``max_seconds`` caps this call's wall time.
+    ``keep_ema_at`` lists steps after which a copy of the EMA weights is kept in
+    ``state.ema_history`` (to show how the model improves during training).
     """
     model.to(device).train()
     state = new_state(model, cfg)
@@ -190,7 +205,8 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
             y[drop] = model.num_classes
         for group in state.optimizer.param_groups:
             group["lr"] = lr_at(state.step, cfg)
-        loss = diffusion_loss(model, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, g)
+        with autocast(cfg.precision, device):
+            loss = diffusion_loss(model, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, g)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -199,6 +215,9 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
         ema_update(state.ema, model, ema_decay_at(state.step, cfg.ema_decay))
         state.step += 1
         state.losses.append(loss.item())
+        if state.step in keep_ema_at:
+            state.ema_history[state.step] = {k: v.detach().cpu().clone()
+                                             for k, v in state.ema.state_dict().items()}
         bar.update(1)
         if state.step % 25 == 0:
             bar.set_postfix(loss=f"{sum(state.losses[-25:]) / 25:.4f}")
@@ -230,31 +249,36 @@ def cache_key(*parts: dict) -> str:
 def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: TrainConfig,
                   data: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], data_spec: dict,
                   device: torch.device | str = "cpu", progress: bool = True,
-                  max_seconds: float | None = None) -> tuple[torch.nn.Module, dict]:
+                  max_seconds: float | None = None,
+                  keep_ema_at: tuple[int, ...] = ()) -> tuple[torch.nn.Module, dict]:
     """Return (EMA model, info) for these settings: loaded from the cache if it was trained
     before, else trained now (an interrupted run resumes) and cached.
 
     The cache file is ``<cache>/<name>-<hash>.pt``; the hash covers the architecture,
-    ``cfg`` and ``data_spec``, so changing any of them trains a new model.
+    ``cfg`` and ``data_spec``, so changing any of them trains a new model. ``info`` holds
+    the loss history and, for ``keep_ema_at``, the EMA weights at those steps.
     """
     model = make_model()
-    key = cache_key(getattr(model, "config", {}), asdict(cfg), data_spec)
+    keep_ema_at = tuple(sorted(keep_ema_at))
+    key = cache_key(getattr(model, "config", {}), asdict(cfg), data_spec,
+                    *([{"keep_ema_at": keep_ema_at}] if keep_ema_at else []))
     final = cache_dir() / f"{name}-{key}.pt"
     partial = final.with_suffix(".partial.pt")
     if final.exists():
         blob = read_checkpoint(final)
         model.load_state_dict(blob["ema"])
         info = {"path": str(final), "trained_now": False, "complete": True, "steps": blob["step"],
-                "seconds": blob["seconds"], "losses": blob["losses"].tolist(), **blob["extra"]}
+                "seconds": blob["seconds"], "losses": blob["losses"].tolist(),
+                "ema_history": blob.get("ema_history", {}), **blob["extra"]}
         return model.to(device).eval(), info
     images, labels = data()
     state = train(model, images, cfg, labels, checkpoint=partial, progress=progress,
-                  max_seconds=max_seconds, device=device)
+                  max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at)
     save_checkpoint(state, cfg, partial, extra={"data": data_spec})
     complete = state.step == cfg.steps
     if complete:  # only a finished run enters the cache; a cut-short one resumes next time
         os.replace(partial, final)
     info = {"path": str(final if complete else partial), "trained_now": True,
             "complete": complete, "steps": state.step, "seconds": state.seconds,
-            "losses": state.losses, "data": data_spec}
+            "losses": state.losses, "ema_history": state.ema_history, "data": data_spec}
     return state.ema.to(device).eval(), info
