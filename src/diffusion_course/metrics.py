@@ -6,17 +6,24 @@ features ("Frechet LeNet distance", the MNIST analogue of FID).
 The matrix square root is taken of a symmetric positive semi-definite matrix through its
 eigen-decomposition (negative round-off eigenvalues clipped to 0), so the result is real
 and non-negative by construction. Taking scipy.linalg.sqrtm of C_1 C_2 (not symmetric)
-is the careless route that can give complex or negative numbers with few samples.
+is the careless route that can give complex or negative numbers with few samples;
+``frechet_distance_naive`` keeps it for teaching.
+
+A second, deliberately weak "metric" for chapter 06: ``pixel_wasserstein``, the 1-D
+Wasserstein-1 distance between the distributions of all pixel values, blind to where the
+pixels are.
 """
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .settings import pick_device
 from .training import cache_dir, cache_key
 
 
@@ -49,38 +56,50 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return pad[:, :, dy:dy + 28, dx:dx + 28]
 
 
+# Measured on 9,000 digits, scored on the last 1,000 of the test split: one epoch gives
+# ~94% (batch 128 and lr 2e-3 gave 82%), three ~97%, five ~98%.
+CLASSIFIER_RECIPE = {"batch_size": 64, "lr": 1e-2}
+
+
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 3,
-                     batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-                     progress: bool = True) -> MNISTClassifier:
+                     batch_size: int = CLASSIFIER_RECIPE["batch_size"],
+                     lr: float = CLASSIFIER_RECIPE["lr"], seed: int = 0,
+                     progress: bool = True, device: torch.device | str = "cpu") -> MNISTClassifier:
+    """Cross-entropy with random 2-pixel shifts, AdamW and a one-cycle learning rate.
+    Batches and shifts come from a seeded CPU generator; the model is returned on the CPU."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = MNISTClassifier()
+    model = MNISTClassifier().to(device)
+    images, labels = images.to(device), labels.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     steps = epochs * (len(images) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()
     for _ in tqdm(range(steps), desc="classifier", disable=not progress):
-        idx = torch.randint(0, len(images), (batch_size,), generator=g)
+        idx = torch.randint(0, len(images), (batch_size,), generator=g).to(device)
         loss = F.cross_entropy(model(_augment(images[idx], g)), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    return model.eval()
+    return model.cpu().eval()
 
 
 def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, data_spec: dict,
                              epochs: int = 3, seed: int = 0, progress: bool = True
                              ) -> tuple[MNISTClassifier, dict]:
-    """The course's evaluation classifier, cached like the diffusion models."""
-    key = cache_key({"classifier": MNISTClassifier().config, "epochs": epochs, "seed": seed}, data_spec)
+    """The course's evaluation classifier, cached like the diffusion models (trained on the
+    device ``settings.pick_device`` chooses, returned on the CPU)."""
+    key = cache_key({"classifier": MNISTClassifier().config, "epochs": epochs, "seed": seed,
+                     **CLASSIFIER_RECIPE}, data_spec)
     path = cache_dir() / f"mnist-classifier-{key}.pt"
     model = MNISTClassifier()
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval(), {"path": str(path), "trained_now": False}
     start = time.perf_counter()
-    model = train_classifier(images, labels, epochs, seed=seed, progress=progress)
+    model = train_classifier(images, labels, epochs, seed=seed, progress=progress, device=pick_device(),
+                             **CLASSIFIER_RECIPE)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
@@ -125,11 +144,66 @@ def frechet_from_features(f1: torch.Tensor, f2: torch.Tensor) -> float:
     return frechet_distance(*gaussian_stats(f1), *gaussian_stats(f2))
 
 
+def frechet_distance_naive(mu1, cov1, mu2, cov2, dtype=np.float32) -> tuple[float, float]:
+    """The careless route, kept for teaching: the formula with tr((C_1 C_2)^{1/2}) in place of
+    tr((C_1^{1/2} C_2 C_1^{1/2})^{1/2}) (equal in exact arithmetic), computed with
+    scipy.linalg.sqrtm of the non-symmetric product C_1 C_2 in ``dtype``, imaginary part
+    dropped.
+
+    Returns (FD, dropped) where ``dropped`` is the largest |imaginary part| of the matrix
+    square root that was thrown away (0 when sqrtm stayed real). With N < feature dim (or
+    features that are constant, like dead ReLU units) the covariances are singular, sqrtm
+    goes complex, and in float32 FD of a set with itself comes out negative.
+    """
+    import scipy.linalg
+
+    as_np = lambda a: (a.detach().cpu().numpy() if torch.is_tensor(a) else np.asarray(a)).astype(dtype)
+    mu1, cov1, mu2, cov2 = map(as_np, (mu1, cov1, mu2, cov2))
+    root = scipy.linalg.sqrtm(cov1 @ cov2)
+    dropped = float(np.abs(np.imag(root)).max()) if np.iscomplexobj(root) else 0.0
+    diff = mu1 - mu2
+    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(np.real(root))
+    return float(value), dropped
+
+
+def frechet_naive_from_features(f1: torch.Tensor, f2: torch.Tensor, dtype=np.float32
+                                ) -> tuple[float, float]:
+    """``frechet_distance_naive`` of the Gaussians fitted to two feature sets (in ``dtype``)."""
+    return frechet_distance_naive(*gaussian_stats(f1), *gaussian_stats(f2), dtype=dtype)
+
+
+def pixel_wasserstein(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Wasserstein-1 distance between the 1-D distributions of all pixel values of ``a`` and
+    ``b`` (any shapes; where a pixel sits is ignored):
+
+        W_1 = integral |F_a(v) - F_b(v)| dv = integral_0^1 |F_a^{-1}(u) - F_b^{-1}(u)| du,
+
+    which for two samples of equal size n is exactly mean_i |a_(i) - b_(i)| over the sorted
+    values. A weak metric on purpose: shuffling every image's pixels leaves it unchanged.
+    """
+    a, b = a.detach().flatten().double().cpu(), b.detach().flatten().double().cpu()
+    if a.numel() == b.numel():
+        return (a.sort().values - b.sort().values).abs().mean().item()
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(a.numpy(), b.numpy()))
+
+
+@torch.no_grad()
+def accuracy(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``x`` that ``model`` labels ``y``."""
+    _, pred, _ = classify(model, x)
+    return (pred.cpu() == y.cpu()).double().mean().item()
+
+
 def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: torch.Tensor,
                      real_floor: torch.Tensor | None = None, confident: float = 0.9) -> dict:
     """The chapter-06 report card for a set of generated digits against held-out real ones.
 
     ``real_floor``: a second real set of the same size, for the real-vs-real floor.
+    Keys: frechet, confident_fraction (max softmax > ``confident``), class_histogram,
+    min_class_fraction, pixel_wasserstein (a weak metric, see ``pixel_wasserstein``), and
+    with ``real_floor`` also frechet_floor and frechet_ratio = frechet / frechet_floor.
     """
     f_fake, pred, conf = classify(classifier, samples)
     f_real, _, _ = classify(classifier, real)
@@ -137,7 +211,8 @@ def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: t
     out = {"n_samples": len(samples), "frechet": frechet_from_features(f_fake, f_real),
            "confident_fraction": (conf > confident).double().mean().item(),
            "class_histogram": [round(v, 4) for v in hist.tolist()],
-           "min_class_fraction": hist.min().item()}
+           "min_class_fraction": hist.min().item(),
+           "pixel_wasserstein": pixel_wasserstein(samples, real)}
     if real_floor is not None:
         f_floor, _, _ = classify(classifier, real_floor)
         out["frechet_floor"] = frechet_from_features(f_floor, f_real)
