@@ -10,6 +10,9 @@ eta = 0 is deterministic DDIM (Song et al. 2021). eta = 1 with all T steps is ex
 DDPM's ancestral step with the posterior variance (1 - abar_{t-1}) beta_t / (1 - abar_t)
 (Ho et al. 2020): tests/test_sampling.py checks this against ``ddpm_step``. Fewer steps
 ("respacing") pick a sub-sequence of 1..T, uniformly or quadratically spaced.
+
+``ddim_invert`` runs the eta = 0 update forwards in t (image -> noise), ``slerp``
+interpolates between noises; the reverse SDE and the probability-flow ODE are in ``sde.py``.
 """
 from __future__ import annotations
 
@@ -115,3 +118,69 @@ def ddpm_step(x0_hat: torch.Tensor, eps_hat: torch.Tensor, xt: torch.Tensor, t: 
     """
     mean, var = schedule.posterior(x0_hat, xt, t)
     return mean + var.sqrt() * z
+
+
+@torch.no_grad()
+def ddim_invert(model, x0: torch.Tensor, schedule: NoiseSchedule, steps: int | None = None,
+                spacing: str = "uniform", kind: str = "eps", clip_x0: bool = False,
+                labels: torch.Tensor | None = None, guidance: float | None = None,
+                refine: int = 0, device: torch.device | str = "cpu",
+                progress: bool = False) -> Trajectory:
+    """DDIM inversion: run the deterministic (eta = 0) update forwards, image -> noise.
+
+    It visits the steps of ``sample(..., steps, spacing)`` in reverse, 0 = s < t_1 < ... < t_n,
+    and from x_s at the lower step s to x_t at the next one:
+
+        x0_hat = (x_s - sqrt(1 - abar_s) eps_hat) / sqrt(abar_s)
+        x_t    = sqrt(abar_t) x0_hat + sqrt(1 - abar_t) eps_hat,   eps_hat = eps_theta(x_t, t)
+
+    which is the sampler's eta = 0 step solved for x_t. eps_theta(x_t, t) needs the unknown
+    x_t: the usual inversion uses eps_theta(x_s, t) instead (``refine = 0``), an O(step)
+    error; ``refine = k`` then re-evaluates eps_hat at the current guess of x_t k times
+    (fixed-point iteration), so that sampling with eta = 0 from the result returns x0 almost
+    exactly. Returns a ``Trajectory`` whose ``x0`` field holds the noise x_T and whose
+    ``snapshots`` hold every x_t visited (with x_0 under key 0).
+    """
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
+    ts = timesteps(schedule.T, schedule.T if steps is None else steps, spacing)[::-1]  # ascending
+    ab = schedule.alpha_bars
+    x = x0.to(device)
+    labels = None if labels is None else labels.to(device)
+    traj = Trajectory(x0=x, steps=ts, snapshots={0: x.cpu()})
+    s_ = 0
+    for t in tqdm(ts, desc="inverting", disable=not progress, leave=False):
+        a_s, a_t = ab[s_], ab[t]
+        at, st = a_t.sqrt().float(), (1 - a_t).sqrt().float()
+        guess = x
+        for _ in range(refine + 1):
+            _, eps = predict(model, guess, t, kind, at, st, labels, guidance, clip_x0)
+            x0_hat = (x - (1 - a_s).sqrt().float() * eps) / a_s.sqrt().float()
+            guess = at * x0_hat + st * eps
+        x = guess
+        traj.snapshots[t] = x.cpu()
+        s_ = t
+    traj.x0 = x.cpu()
+    return traj
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between two noises (per example, over all other dims):
+
+        theta = arccos(<z0, z1> / (|z0| |z1|))
+        slerp = sin((1 - lam) theta) / sin(theta) z0 + sin(lam theta) / sin(theta) z1
+
+    Gaussian noise in high dimension lives near the sphere of radius sqrt(d); slerp stays
+    there, while the straight line (1 - lam) z0 + lam z1 cuts inside it (its norm at
+    lam = 1/2 is about sqrt(d / 2) for independent z0, z1): a kind of input the model
+    never saw.
+    """
+    flat0, flat1 = z0.flatten(1).double(), z1.flatten(1).double()
+    cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
+    theta = cos.clamp(-1, 1).arccos()
+    lam = torch.as_tensor(lam, dtype=torch.float64)
+    sin = theta.sin().clamp(min=1e-12)
+    w0 = torch.where(theta < 1e-6, 1 - lam, ((1 - lam) * theta).sin() / sin)
+    w1 = torch.where(theta < 1e-6, lam + 0 * theta, (lam * theta).sin() / sin)
+    shape = (-1,) + (1,) * (z0.dim() - 1)
+    return (w0.view(shape) * z0.double() + w1.view(shape) * z1.double()).to(z0.dtype)
