@@ -1,10 +1,15 @@
 """The one sampler: DDPM is eta = 1 over all steps; DDIM eta = 0 is deterministic."""
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
 from diffusion_course.objectives import target, to_x0_eps
-from diffusion_course.sampling import ddpm_step, predict, sample, timesteps
+from diffusion_course.sampling import ddim_invert, ddpm_step, predict, sample, slerp, timesteps
 from diffusion_course.schedules import NoiseSchedule
+from diffusion_course.toy2d import MixtureDenoiser, ring_centers, ring_of_gaussians
 
 
 class Linear(torch.nn.Module):
@@ -88,14 +93,6 @@ def test_clipping_keeps_prediction_in_range():
 # ---------------------------------------------------------------------------------------
 # DDIM inversion, interpolation, reproducibility across processes
 # ---------------------------------------------------------------------------------------
-import subprocess
-import sys
-import textwrap
-
-from diffusion_course.sampling import ddim_invert, slerp
-from diffusion_course.toy2d import MixtureDenoiser, ring_centers, ring_of_gaussians
-
-
 def test_eta0_twice_under_one_seed_is_bit_identical():
     sched, model = NoiseSchedule.make("linear", 100), Linear()
     run = lambda: sample(model, (5, 4), sched, steps=25, eta=0.0,

@@ -247,7 +247,7 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "precision": Knob("auto", "auto", "auto", "forward pass in bfloat16 or float32 ('auto': "
                           "bf16 where the hardware has fast bf16 maths, e.g. AMX CPUs)",
                           choices=("auto", "fp32", "bf16")),
-        "sample_steps": Knob(20, 100, 250, "DDIM steps for sample grids", min=1, max=1000),
+        "sample_steps": Knob(20, 100, 250, "DDIM steps of the schedule-mismatch grids", min=1, max=1000),
         "n_samples": Knob(16, 64, 64, "images in the sample grids", min=1),
     },
     "06": {
