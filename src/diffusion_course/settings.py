@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import torch
 
 PROFILES = ("ci", "cpu", "gpu")
+PRECISIONS = ("fp32", "bf16")  # of the forward pass; "auto" picks one (resolve_precision)
 PROFILE_ENV = "COURSE_PROFILE"
 DEVICE_ENV = "COURSE_DEVICE"
 
@@ -82,8 +83,8 @@ def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``auto`` becomes ``bf16`` where that is fast (see ``bf16_is_fast``), else ``fp32``."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; allowed: auto, fp32, bf16")
+    if precision not in ("auto", *PRECISIONS):
+        raise ValueError(f"unknown precision {precision!r}; allowed: auto, {', '.join(PRECISIONS)}")
     if precision == "auto":
         return "bf16" if bf16_is_fast(device) else "fp32"
     return precision
@@ -246,7 +247,7 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "min_snr_gamma": Knob(5.0, 5.0, 5.0, "min-SNR loss weighting gamma (0: plain MSE)", min=0.0),
         "precision": Knob("auto", "auto", "auto", "forward pass in bfloat16 or float32 ('auto': "
                           "bf16 where the hardware has fast bf16 maths, e.g. AMX CPUs)",
-                          choices=("auto", "fp32", "bf16")),
+                          choices=("auto", *PRECISIONS)),
         "sample_steps": Knob(20, 100, 250, "DDIM steps of the schedule-mismatch grids", min=1, max=1000),
         "n_samples": Knob(16, 64, 64, "images in the sample grids", min=1),
     },

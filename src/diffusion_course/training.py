@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from .objectives import PARAMETERISATIONS, diffusion_loss
 from .schedules import SCHEDULES, NoiseSchedule
+from .settings import PRECISIONS
 
 CACHE_ENV = "COURSE_CACHE"
-PRECISIONS = ("fp32", "bf16")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
