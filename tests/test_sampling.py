@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusion_course.objectives import target, to_x0_eps
-from diffusion_course.sampling import ddim_invert, ddpm_step, predict, sample, slerp, timesteps
+from diffusion_course.sampling import ddim_invert, ddpm_step, predict, sample, sdedit, slerp, timesteps
 from diffusion_course.schedules import NoiseSchedule
 from diffusion_course.toy2d import MixtureDenoiser, ring_centers, ring_of_gaussians
 
@@ -177,3 +177,63 @@ def test_fresh_process_and_warm_process_give_identical_samples(tmp_path):
     torch.randn(1000)                      # this process has done other work before
     warm = [namespace["run"]() for _ in range(2)]
     assert torch.equal(fresh, warm[0]) and torch.equal(warm[0], warm[1])
+
+
+# ---------------------------------------------------------------------------------------
+# Starting part-way down the chain: sample(start_t=...) and SDEdit
+# ---------------------------------------------------------------------------------------
+def test_start_t_at_T_is_ordinary_sampling():
+    sched, model = NoiseSchedule.make("linear", 100), Linear()
+    x_T = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    for eta in (0.0, 1.0):
+        plain = sample(model, (5, 4), sched, steps=20, eta=eta, x_T=x_T, generator=torch.Generator().manual_seed(1))
+        started = sample(model, (5, 4), sched, steps=20, eta=eta, x_T=x_T, start_t=100,
+                         generator=torch.Generator().manual_seed(1))
+        assert torch.equal(plain.x0, started.x0) and plain.steps == started.steps
+    part = sample(model, (5, 4), sched, steps=10, eta=0.0, x_T=x_T, start_t=30)
+    assert part.steps == timesteps(30, 10) and part.steps[0] == 30 and part.steps[-1] == 1
+    assert sample(model, (5, 4), sched, steps=50, x_T=x_T, start_t=7).steps == list(range(7, 0, -1))
+    with pytest.raises(ValueError, match="start_t must be an int in 1..100"):
+        sample(model, (5, 4), sched, x_T=x_T, start_t=0)
+    with pytest.raises(ValueError, match="start_t needs x_T"):
+        sample(model, (5, 4), sched, start_t=50)
+
+
+def test_sdedit_noises_with_q_then_runs_the_sampler_from_t0():
+    sched, model = NoiseSchedule.make("linear", 100), Linear()
+    g = torch.Generator().manual_seed(4)
+    x0, eps = torch.randn(6, 4, generator=g) * 0.5, torch.randn(6, 4, generator=g)
+    ab = sched.alpha_bars[40]
+    x_t0 = ab.sqrt().float() * x0 + (1 - ab).sqrt().float() * eps          # q(x_t0 | x0) with this eps
+    for eta in (0.0, 1.0):
+        edit = sdedit(model, x0, 40, sched, steps=10, eta=eta, noise=eps, generator=torch.Generator().manual_seed(2))
+        ref = sample(model, x0.shape, sched, steps=10, eta=eta, x_T=x_t0, start_t=40,
+                     generator=torch.Generator().manual_seed(2))
+        assert torch.equal(edit.x0, ref.x0) and torch.equal(edit.snapshots[40], x_t0)
+    # the noise may come from the generator instead: the same draws, in the same order
+    from_gen = sdedit(model, x0, 40, sched, steps=10, eta=1.0, generator=torch.Generator().manual_seed(9))
+    again = sdedit(model, x0, 40, sched, steps=10, eta=1.0, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(from_gen.x0, again.x0)
+    assert torch.equal(sdedit(model, x0, 0, sched).x0, x0)                 # t0 = 0: nothing to undo
+    with pytest.raises(ValueError, match="t0 must be an int in 0..100"):
+        sdedit(model, x0, 101, sched)
+
+
+def test_sdedit_keeps_small_edits_close_and_preserves_the_data_distribution():
+    """Exact denoiser of N(c, 0.5^2 I): SDEdit from t0 = 1 returns the input up to the noise
+    level of step 1 (sqrt(beta_1) = 0.01); from
+    t0 = 300 with the ancestral sampler it maps data to data, so the edited points still
+    have mean c and std 0.5 per coordinate (Monte Carlo, 4,000 points), while moving each
+    point by about as much as a fresh draw would."""
+    sched = NoiseSchedule.make("linear", 1000)
+    c = torch.tensor([[0.7, -0.4]])
+    den = MixtureDenoiser(c, 0.5, sched)
+    g = torch.Generator().manual_seed(6)
+    x0 = c + 0.5 * torch.randn(4000, 2, generator=g)
+    tiny = sdedit(den, x0, 1, sched, eta=0.0, clip_x0=False, generator=g).x0
+    assert (tiny - x0).abs().max() < 5 * (1 - sched.alpha_bars[1]).sqrt()     # 5 std of the t0 = 1 noise
+    out = sdedit(den, x0, 300, sched, eta=1.0, clip_x0=False, generator=g).x0
+    assert (out.mean(0) - c[0]).abs().max() < 0.03, out.mean(0)                  # 3 sigma = 0.024
+    assert ((out.std(0) - 0.5).abs() < 0.025).all(), out.std(0)
+    moved = (out - x0).norm(dim=1).mean()
+    assert 0.3 < moved < 1.0, moved

@@ -90,3 +90,25 @@ def test_unknown_schedule_lists_allowed():
         make_betas("sigmoid", 10)
     with pytest.raises(ValueError, match="t must lie"):
         NoiseSchedule.make("linear", 10).q_sample(torch.zeros(1), 11)
+
+
+def test_angle_schedule_is_cos_sin_of_the_angle():
+    """alpha = cos(pi t / 2T), sigma = sin(pi t / 2T) at every t < T; abar_T clipped, not 0."""
+    from diffusion_course.schedules import angle_betas
+
+    T = 1000
+    sched = NoiseSchedule.make("angle", T)
+    ab = sched.alpha_bars
+    for t in (0, 1, 250, 500, 750, 999):
+        tau = t / T
+        assert ab[t].sqrt().item() == pytest.approx(math.cos(math.pi * tau / 2), rel=1e-9, abs=1e-12)
+        assert (1 - ab[t]).sqrt().item() == pytest.approx(math.sin(math.pi * tau / 2), rel=1e-9, abs=1e-12)
+    assert ab[500].item() == pytest.approx(0.5)  # the half-way point: SNR 1
+    # t = T: cos^2(pi / 2) = 0 would need beta_T = 1; clipped at 0.999 it is 1e-3 abar_{T-1}.
+    assert angle_betas(T).max().item() == pytest.approx(0.999)
+    assert 0 < ab[T].item() == pytest.approx(1e-3 * ab[T - 1].item(), rel=1e-9)
+    assert ab[T].item() < 1e-8 and torch.isfinite(sched.snr[1:]).all() and sched.snr[T] > 0
+    assert (torch.diff(ab) < 0).all()
+    # Small T: still valid and exact before the last step.
+    small = NoiseSchedule.make("angle", 4)
+    assert small.alpha_bars[2].item() == pytest.approx(0.5)

@@ -113,3 +113,44 @@ def test_both_discretisations_approach_the_exact_flow_of_gaussian_data():
     for name in ("ddim", "ode"):
         assert err[name, 1000] < err[name, 200] < err[name, 20] / 5, err
         assert err[name, 1000] < 0.01, err
+
+
+@pytest.mark.parametrize("method,alpha", [("ode", 0.0), ("sde", 1.0)])
+def test_deepinv_euler_in_rho_time_takes_our_steps(method, alpha):
+    """deepinv's EulerSolver on ``deepinv_vp_sde_rho`` (time rho = -log abar) is our Euler(-Maruyama)
+    step for step: same x_T, same generator seed (both draw one N(0, I) per step, float32), and the
+    same final denoising step at t_1. Measured max |difference| ~1e-6 (2-D points up to ~2)."""
+    deepinv = pytest.importorskip("deepinv")
+    from deepinv.sampling import EulerSolver
+    from diffusion_course.sampling import timesteps
+    from diffusion_course.sde import deepinv_vp_sde_rho
+    sched = NoiseSchedule.make("linear", 1000)
+    den = MixtureDenoiser(CENTERS, 0.1, sched)
+    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    ts = timesteps(1000, 20)
+    ours = sample_sde(den, x_T.shape, sched, steps=20, method=method, clip_x0=False, x_T=x_T,
+                      generator=torch.Generator().manual_seed(7)).x0
+    sde = deepinv_vp_sde_rho(den, sched, "eps", clip_x0=False, alpha=alpha, dtype=torch.float32)
+    solver = EulerSolver(timesteps=vp_rho(sched)[ts].float(), rng=torch.Generator().manual_seed(7))
+    x1 = solver.sample(sde, x_T.clone()).sample                     # x at t_1 = ts[-1]
+    a1 = sched.alpha_bars[ts[-1]]
+    theirs = (x1 - (1 - a1).sqrt().float() * den(x1, ts[-1])) / a1.sqrt().float()   # x0_hat at t_1
+    assert ours.abs().max() > 1 and (ours - theirs).abs().max() < 1e-4, (ours - theirs).abs().max()
+
+
+def test_deepinv_ddpm_solver_matches_our_ancestral_sampler_with_the_same_noise():
+    """DDPMSolver (DDIM's update at eta = 1) and our sample(eta=1) draw their N(0, I) in the same
+    order: with a float32 SDE and the same seed they agree to round-off."""
+    deepinv = pytest.importorskip("deepinv")
+    from deepinv.sampling import DDPMSolver
+    from diffusion_course.sampling import timesteps
+    from diffusion_course.sde import deepinv_vp_sde
+    sched = NoiseSchedule.make("linear", 1000)
+    den = MixtureDenoiser(CENTERS, 0.1, sched)
+    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    ours = sample(den, x_T.shape, sched, steps=25, eta=1.0, clip_x0=False, x_T=x_T,
+                  generator=torch.Generator().manual_seed(8)).x0
+    solver = DDPMSolver(timesteps=torch.tensor(timesteps(1000, 25) + [0], dtype=torch.float32),
+                        rng=torch.Generator().manual_seed(8))
+    theirs = solver.sample(deepinv_vp_sde(den, sched, "eps", clip_x0=False, dtype=torch.float32), x_T.clone()).sample
+    assert (ours - theirs).abs().max() < 1e-4, (ours - theirs).abs().max()

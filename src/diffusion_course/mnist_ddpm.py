@@ -7,6 +7,8 @@ keeps the last 1,000 as held-out data for evaluation; every report says which it
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .mnist import load_mnist, split_available
@@ -77,3 +79,30 @@ def load_or_train_mnist_ddpm(cfg: Settings, progress: bool = True, max_seconds: 
                          lambda: training_images(cfg.train_split, cfg.n_train), spec,
                          device=cfg.device, progress=progress, max_seconds=max_seconds,
                          keep_ema_at=snapshot_steps(cfg.train_steps))
+
+
+# ---------------------------------------------------------------------------------------
+# The class-conditional variant (chapter 09): the same U-Net, recipe and data, plus labels
+# ---------------------------------------------------------------------------------------
+NUM_CLASSES = 10  # digits 0-9; the U-Net's label 10 is "no label" (the null label)
+
+
+def cond_train_config(cfg: Settings, label_dropout: float = 0.1) -> TrainConfig:
+    """The chapter-05 recipe with label dropout: each training label is replaced by the null
+    label with probability ``label_dropout``, so one network learns both eps(x_t, t, y) and
+    the unconditional eps(x_t, t) that classifier-free guidance needs."""
+    if not 0 < label_dropout < 1:
+        raise ValueError(f"label_dropout must lie in (0, 1) for guidance to have an "
+                         f"unconditional branch, got {label_dropout}")
+    return replace(train_config(cfg), label_dropout=label_dropout)
+
+
+def load_or_train_mnist_cond(cfg: Settings, label_dropout: float = 0.1, progress: bool = True,
+                             max_seconds: float | None = None):
+    """(EMA model, info) of the class-conditional chapter-05 model for these (chapter-05)
+    settings, trained on (image, digit) pairs if not cached (cache name ``mnist-cond``)."""
+    spec = data_spec(cfg.train_split, cfg.n_train)
+    return load_or_train("mnist-cond", lambda: make_unet(cfg, num_classes=NUM_CLASSES),
+                         cond_train_config(cfg, label_dropout),
+                         lambda: training_images(cfg.train_split, cfg.n_train), spec,
+                         device=cfg.device, progress=progress, max_seconds=max_seconds)

@@ -11,8 +11,9 @@ DDPM's ancestral step with the posterior variance (1 - abar_{t-1}) beta_t / (1 -
 (Ho et al. 2020): tests/test_sampling.py checks this against ``ddpm_step``. Fewer steps
 ("respacing") pick a sub-sequence of 1..T, uniformly or quadratically spaced.
 
-``ddim_invert`` runs the eta = 0 update forwards in t (image -> noise), ``slerp``
-interpolates between noises; the reverse SDE and the probability-flow ODE are in ``sde.py``.
+``ddim_invert`` runs the eta = 0 update forwards in t (image -> noise), ``sdedit`` noises
+an image to some t0 and samples back from there, ``slerp`` interpolates between noises;
+classifier-free guidance is ``predict``'s ``labels`` and ``guidance``; the reverse SDE and the probability-flow ODE are in ``sde.py``.
 """
 from __future__ import annotations
 
@@ -41,6 +42,18 @@ def timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
     return ts
 
 
+def guidance_weights(text: str) -> list[float]:
+    """Parse a comma-separated list of guidance weights, e.g. "0,0.5,2" -> [0.0, 0.5, 2.0]."""
+    try:
+        ws = [float(w) for w in str(text).split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(f"guidance weights must be comma-separated numbers >= 0, e.g. '0,0.5,2'; "
+                         f"got {text!r}") from None
+    if not ws or any(not w >= 0 for w in ws):
+        raise ValueError(f"guidance weights must be comma-separated numbers >= 0, e.g. '0,0.5,2'; got {text!r}")
+    return ws
+
+
 @dataclass
 class Trajectory:
     """What ``sample`` returns: the final images, plus snapshots if asked for."""
@@ -56,17 +69,31 @@ def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch
             clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0_hat, eps_hat) at step t, with optional classifier-free guidance on the output
     out = out_uncond + w (out_cond - out_uncond) and optional clipping of x0_hat to [-1, 1]
-    (eps_hat is then recomputed so the two stay consistent)."""
+    (eps_hat is then recomputed so the two stay consistent).
+
+    With ``guidance`` = w, both branches come from one batched call on [x, x] with labels
+    [y, null] (null = ``model.num_classes``), and the mix is computed as
+    (1 - w) out_uncond + w out_cond: the same formula, but w = 0 returns the unconditional
+    branch and w = 1 the conditional one exactly, without round-off. All three
+    parameterisations are linear in the output, so guiding eps, x0 or v is the same thing.
+    """
     tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    if labels is not None or guidance is not None:
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:
+            raise ValueError("labels and guidance need a class-conditional model (one with num_classes)")
+        if labels is None:
+            raise ValueError("guidance needs labels: one class in 0..num_classes - 1 per example")
+        if labels.shape != (x.shape[0],) or labels.min() < 0 or labels.max() > num_classes:
+            raise ValueError(f"labels must be {x.shape[0]} integers in 0..{num_classes} "
+                             f"({num_classes} = no label), got shape {tuple(labels.shape)}")
     if guidance is None:
         out = model(x, tt, labels) if labels is not None else model(x, tt)
     else:
-        if labels is None:
-            raise ValueError("guidance needs labels")
         null = torch.full_like(labels, model.num_classes)
         both = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))
         cond, uncond = both.chunk(2)
-        out = uncond + guidance * (cond - uncond)
+        out = (1 - guidance) * uncond + guidance * cond   # = uncond + w (cond - uncond)
     x0, eps = to_x0_eps(kind, out, x, a, s)
     if clip_x0:
         x0 = x0.clamp(-1, 1)
@@ -80,16 +107,26 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
            labels: torch.Tensor | None = None, guidance: float | None = None,
            generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
            snapshot_at: tuple[int, ...] = (), device: torch.device | str = "cpu",
-           progress: bool = False) -> Trajectory:
+           progress: bool = False, start_t: int | None = None) -> Trajectory:
     """Generate ``shape`` images. Defaults are DDPM: all T steps, eta = 1.
 
     ``steps`` < T respaces; ``eta`` = 0 gives DDIM. All randomness comes from
     ``generator`` (drawn on the CPU, so results match across devices).
     ``snapshot_at`` lists steps t after which x_t and x0_hat are kept.
+    ``start_t`` (default T) starts the chain at that step from ``x_T``, which must then be
+    a draw of x_{start_t}; ``steps`` then respaces 1..start_t (see ``sdedit``).
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    ts = timesteps(schedule.T, schedule.T if steps is None else steps, spacing)
+    top = schedule.T if start_t is None else start_t
+    if not isinstance(top, int) or not 1 <= top <= schedule.T:
+        raise ValueError(f"start_t must be an int in 1..{schedule.T}, got {start_t!r}")
+    if start_t is not None and x_T is None:
+        raise ValueError("start_t needs x_T: the noisy images x_{start_t} to start from")
+    n_steps = top if steps is None else steps
+    if start_t is not None:
+        n_steps = min(n_steps, top)   # from part-way down there are at most start_t steps
+    ts = timesteps(top, n_steps, spacing)
     ab = schedule.alpha_bars
     x = (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
     labels = None if labels is None else labels.to(device)
@@ -107,6 +144,41 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
         if t in snapshot_at:
             traj.snapshots[t], traj.predictions[t] = x.cpu(), x0.cpu()
     traj.x0 = x.cpu()
+    return traj
+
+
+@torch.no_grad()
+def sdedit(model, x0: torch.Tensor, t0: int, schedule: NoiseSchedule, steps: int | None = None,
+           eta: float = 0.0, spacing: str = "uniform", kind: str = "eps", clip_x0: bool = True,
+           labels: torch.Tensor | None = None, guidance: float | None = None,
+           generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+           device: torch.device | str = "cpu", progress: bool = False) -> Trajectory:
+    """SDEdit (Meng et al. 2022): noise the images ``x0`` to step t0 with the forward
+    marginal and run the sampler from there down to 0,
+
+        x_t0 = sqrt(abar_t0) x0 + sqrt(1 - abar_t0) eps,   eps ~ N(0, I)   (q(x_t0 | x0))
+
+    then ``sample(..., start_t=t0, x_T=x_t0)`` with ``steps`` spread over 1..t0 (default
+    all t0 of them; at most t0). Small t0 keeps the input almost unchanged, t0 = T forgets
+    it: an edit trades faithfulness to the input for realism under the model (and, with
+    ``labels``/``guidance``, for the requested class). ``noise`` replaces the draw of eps
+    (otherwise from ``generator``, which the sampler then goes on using for eta > 0).
+    t0 = 0 returns the input unchanged. The returned ``Trajectory`` has x_t0 under
+    ``snapshots[t0]``.
+    """
+    if not isinstance(t0, int) or not 0 <= t0 <= schedule.T:
+        raise ValueError(f"t0 must be an int in 0..{schedule.T}, got {t0!r}")
+    eps = torch.randn(x0.shape, generator=generator) if noise is None else noise.cpu()
+    if eps.shape != x0.shape:
+        raise ValueError(f"noise has shape {tuple(eps.shape)}, the images {tuple(x0.shape)}")
+    if t0 == 0:
+        return Trajectory(x0=x0.cpu().clone(), steps=[], snapshots={0: x0.cpu().clone()})
+    ab = schedule.alpha_bars[t0]
+    x_t0 = ab.sqrt().float() * x0.cpu().float() + (1 - ab).sqrt().float() * eps.float()
+    traj = sample(model, tuple(x0.shape), schedule, steps=steps, eta=eta, spacing=spacing, kind=kind,
+                  clip_x0=clip_x0, labels=labels, guidance=guidance, generator=generator, x_T=x_t0,
+                  device=device, progress=progress, start_t=t0)
+    traj.snapshots[t0] = x_t0
     return traj
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEDULES = ("linear", "scaled_linear", "cosine")
+SCHEDULES = ("linear", "scaled_linear", "cosine", "angle")
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -41,9 +41,26 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
+def angle_betas(T: int, max_beta: float = 0.999) -> torch.Tensor:
+    """The angle schedule of v-diffusion (Salimans & Ho 2022; Crowson's audio-diffusion):
+    alpha(tau) = cos(pi tau / 2), sigma(tau) = sin(pi tau / 2) for tau = t / T in [0, 1], i.e.
+
+        abar_t = alpha^2 = cos^2(pi t / (2T)),   1 - abar_t = sigma^2,   beta_t = 1 - abar_t / abar_{t-1}
+
+    (the cosine schedule with offset s = 0). abar_T = cos^2(pi / 2) = 0 would need
+    beta_T = 1, which a NoiseSchedule refuses (eps- and x0-forms divide by sqrt(abar_t) or
+    by the SNR there), so beta_T is clipped at ``max_beta``: abar_T = (1 - max_beta)
+    abar_{T-1}, about 2.5e-9 for T = 1000. Every other step is exact."""
+    _check_T(T)
+    t = torch.arange(T + 1, dtype=torch.float64)
+    abar = torch.cos(t / T * math.pi / 2) ** 2
+    return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+
+
 def make_betas(name: str, T: int) -> torch.Tensor:
     """betas for t = 1..T of a schedule named in ``SCHEDULES``."""
-    makers = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine": cosine_betas}
+    makers = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine": cosine_betas,
+              "angle": angle_betas}
     if name not in makers:
         raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
     return makers[name](T)

@@ -134,7 +134,7 @@ class DeepinvDenoiser(torch.nn.Module):
 
 
 def deepinv_vp_sde(model, schedule: NoiseSchedule, kind: str = "eps", clip_x0: bool = True,
-                   device: torch.device | str = "cpu"):
+                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64):
     """deepinv's ``EDMDiffusionSDE`` for our discrete VP chain and model: time is the step
     index t (a float in [0, T], used at integers only), sigma(t) = sqrt((1 - abar_t) / abar_t),
     scale(t) = 1 / sqrt(1 + sigma^2) = sqrt(abar_t) (``variance_preserving``), data in
@@ -149,4 +149,30 @@ def deepinv_vp_sde(model, schedule: NoiseSchedule, kind: str = "eps", clip_x0: b
     den = DeepinvDenoiser(model, schedule, kind, clip_x0)
     return EDMDiffusionSDE(sigma_t=lambda t: den.sigmas.to(t.device)[t.round().long()],
                            variance_preserving=True, denoiser=den, minus_one_one=False,
-                           dtype=torch.float64, device=torch.device(device))
+                           dtype=dtype, device=torch.device(device))
+
+
+def deepinv_vp_sde_rho(model, schedule: NoiseSchedule, kind: str = "eps", clip_x0: bool = True,
+                       alpha: float = 1.0, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float64):
+    """deepinv's ``EDMDiffusionSDE`` for our VP chain with rho = -log abar as its time, so that
+    deepinv's own Euler(-Maruyama) solvers take exactly the steps of ``sample_sde``:
+
+        sigma(rho) = sqrt(e^rho - 1) = s / a,   scale(rho) = 1 / sqrt(1 + sigma^2) = e^(-rho/2) = a
+        forward drift f = scale' / scale x = -x / 2,   g^2 = scale^2 2 sigma sigma' = e^-rho e^rho = 1
+
+    i.e. dx = -1/2 x drho + dw, and deepinv's reverse drift -f + (1 + alpha)/2 g^2 score gives
+    alpha = 0: the probability-flow ODE, alpha = 1: the reverse SDE. sigma is smooth in rho
+    (deepinv differentiates it), and at rho = rho_t it equals our sigma_t, so the wrapped model
+    (``DeepinvDenoiser``) is called at step t. Solve with e.g.
+    ``deepinv.sampling.EulerSolver(timesteps=vp_rho(schedule)[ts])`` (ts from
+    ``sampling.timesteps``) and finish with the denoiser at the last step, as ``sample_sde``
+    does."""
+    try:
+        from deepinv.sampling import EDMDiffusionSDE
+    except ImportError as e:  # pragma: no cover - older deepinv
+        raise ImportError("deepinv >= 0.5 (EDMDiffusionSDE) is needed: pip install 'deepinv>=0.5'") from e
+    den = DeepinvDenoiser(model, schedule, kind, clip_x0)
+    return EDMDiffusionSDE(sigma_t=lambda rho: torch.expm1(rho).sqrt(),     # sigma = sqrt(e^rho - 1)
+                           variance_preserving=True, alpha=alpha, denoiser=den, minus_one_one=False,
+                           dtype=dtype, device=torch.device(device))

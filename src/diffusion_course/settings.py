@@ -279,6 +279,101 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "max_steps": Knob(20, 250, 1000, "largest step count of the table: it uses 10, 20, 50, "
                           "100, 250, 1000 up to this", min=10, max=1000),
     },
+    # Chapters 08-11: each entry is owned by its chapter; keep the keys sorted.
+    "08": {
+        "seed": Knob(0, 0, 0, "random seed for every draw in the chapter", min=0),
+        "train_split": Knob("test", "train", "train", "MNIST split the chapter-05 model and the "
+                            "chapter-06 classifier train on ('test': its first 9,000 images, the "
+                            "last 1,000 held out)", choices=("train", "test")),
+        "n_points": Knob(4_000, 20_000, 100_000, "2-D training points (ring of 8 Gaussians) for "
+                         "the denoising-score-matching network", min=100),
+        "score_steps": Knob(400, 3_000, 10_000, "optimiser steps of the 2-D score network", min=1),
+        "n_particles": Knob(1_000, 2_000, 5_000, "particles in each Langevin run", min=100),
+        "langevin_steps": Knob(200, 500, 1_000, "steps of plain Langevin; annealed Langevin spends "
+                               "the same number over its 10 noise levels", min=10),
+        "sample_steps": Knob(10, 50, 100, "steps of the MNIST sample grids and of the deepinv "
+                             "comparison", min=2, max=1000),
+        "n_eval": Knob(50, 200, 1_000, "digits per (sampler, steps) setting in the quality table "
+                       "(at most 1,000: the held-out set's size)", min=10, max=1_000),
+        "max_steps": Knob(10, 100, 250, "largest step count of the quality table: it uses 10, 20, "
+                          "50, 100, 250 up to this", min=10, max=1000),
+    },
+    "09": {
+        "seed": Knob(0, 0, 0, "random seed for every draw in the chapter", min=0),
+        "train_split": Knob("test", "train", "train", "MNIST split the conditional model (chapter-05 "
+                            "recipe) and the chapter-06 classifier train on ('test': its first "
+                            "9,000 images, the last 1,000 held out)", choices=("train", "test")),
+        "label_dropout": Knob(0.1, 0.1, 0.1, "probability of training on the null label instead "
+                              "of the digit", min=0.01, max=0.9),
+        "guidance_weights": Knob("0,0.5,2", "0,0.5,1,2,3,5", "0,0.5,1,1.5,2,3,5,8",
+                                 "comma-separated guidance weights w of the sweep"),
+        "sample_steps": Knob(20, 50, 100, "DDIM steps (eta = 0) of every generation in the "
+                             "chapter", min=1, max=1000),
+        "n_eval": Knob(50, 200, 1_000, "digits per guidance weight in the sweep (at most 1,000: "
+                       "the held-out set's size)", min=10, max=1_000),
+    },
+    "10": {
+        "seed": Knob(0, 0, 0, "random seed for every draw in the chapter", min=0),
+        "train_split": Knob("test", "train", "train", "MNIST split to train on ('test': its "
+                            "first n_train images, the last 1,000 held out); also that of the "
+                            "chapter-05 model and the chapter-06 classifier compared against",
+                            choices=("train", "test")),
+        "n_train": Knob(2_000, 9_000, 60_000, "training images of the autoencoder and the latent "
+                        "model", min=100, max=60_000),
+        "latent_channels": Knob(4, 4, 4, "channels of the 7x7 latent grid (4: 196 numbers, "
+                                "a quarter of the 784 pixels)", min=1, max=16),
+        "ae_width": Knob(16, 16, 32, "autoencoder channels at 28x28 (twice as many at 14x14 "
+                         "and 7x7)", min=8),
+        "kl_weight": Knob(1e-4, 1e-4, 1e-4, "weight of the KL term per latent number (0: plain "
+                          "autoencoder, no KL, deterministic code)", min=0.0, max=1.0),
+        "ae_steps": Knob(80, 1_500, 8_000, "optimiser steps of the autoencoder", min=1),
+        "ae_batch_size": Knob(32, 64, 128, "images per autoencoder step", min=1),
+        "ae_lr": Knob(2e-3, 2e-3, 1e-3, "peak learning rate of the autoencoder (Adam)", min=0.0),
+        "base_width": Knob(16, 32, 64, "channels of the latent U-Net (one level, at 7x7)", min=8),
+        "blocks_per_level": Knob(1, 1, 2, "residual blocks of the latent U-Net's down path",
+                                 min=1, max=4),
+        "train_steps": Knob(60, 6_000, 40_000, "optimiser steps of the latent diffusion model "
+                            "(a step costs about a quarter of a pixel-model step, so cpu's 6,000 "
+                            "take about the wall time of chapter 05's 1,600)", min=1),
+        "batch_size": Knob(32, 128, 128, "latents per step", min=1),
+        "lr": Knob(2e-3, 3e-3, 1e-3, "peak learning rate of the latent model (AdamW)", min=0.0),
+        "ema_decay": Knob(0.99, 0.995, 0.999, "EMA decay of the latent model's weights",
+                          min=0.0, max=0.9999),
+        "precision": Knob("auto", "auto", "auto", "training forward pass in bfloat16 or float32 "
+                          "('auto': bf16 where the hardware has fast bf16 maths)",
+                          choices=("auto", "fp32", "bf16")),
+        "sample_steps": Knob(20, 100, 100, "sampler steps, the same for the pixel and the latent "
+                             "model", min=1, max=1000),
+        "eta": Knob(1.0, 1.0, 1.0, "sampler eta for both models (1: ancestral DDPM update, "
+                    "0: DDIM)", min=0.0, max=1.0),
+        "n_eval": Knob(100, 1_000, 1_000, "digits per model in the quality table (at most "
+                       "1,000: the held-out set's size)", min=10, max=1_000),
+    },
+    "11": {
+        "seed": Knob(0, 0, 0, "random seed for every draw in the chapter", min=0),
+        "front_end": Knob("logmag", "logmag", "logmag", "what the chapter's U-Net sees: the waveform "
+                          "in patches of 64, an STFT (real, imaginary), the waveform through a learned "
+                          "strided conv, or a log-magnitude STFT (phase by Griffin-Lim)",
+                          choices=("patch", "stft", "strided", "logmag")),
+        "train_steps": Knob(40, 1_000, 8_000, "optimiser steps of the chapter's model", min=1),
+        "compare_steps": Knob(10, 300, 2_000, "optimiser steps of each front end in the "
+                              "comparison (same budget for all four)", min=1),
+        "batch_size": Knob(16, 32, 64, "clips per step", min=1),
+        "base_width": Knob(16, 64, 128, "channels of the 1-D U-Net's first level", min=8),
+        "lr": Knob(2e-3, 2e-3, 1e-3, "peak learning rate (AdamW)", min=0.0),
+        "ema_decay": Knob(0.9, 0.995, 0.999, "EMA decay of the weights", min=0.0, max=0.9999),
+        "min_snr_gamma": Knob(5.0, 5.0, 5.0, "min-SNR loss weighting gamma (0: plain MSE)", min=0.0),
+        "precision": Knob("auto", "auto", "auto", "forward pass in bfloat16 or float32 ('auto': "
+                          "bf16 where the hardware has fast bf16 maths)", choices=("auto", *PRECISIONS)),
+        "guidance": Knob(3.0, 3.0, 3.0, "classifier-free guidance weight w (1: plain conditional)",
+                         min=0.0),
+        "ddim_steps": Knob(10, 50, 50, "steps of the deterministic DDIM sampler (eta = 0)", min=1, max=1000),
+        "ancestral_steps": Knob(20, 200, 200, "steps of the stochastic ancestral sampler (eta = 1)",
+                                min=1, max=1000),
+        "n_per_digit": Knob(1, 10, 30, "generated clips per digit that the classifier scores", min=1),
+        "classifier_epochs": Knob(1, 10, 20, "epochs of the spoken-digit classifier", min=1, max=100),
+        "gl_iters": Knob(16, 64, 64, "Griffin-Lim iterations that recover the phase", min=0, max=1000),
+    },
 }
 
 

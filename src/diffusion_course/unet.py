@@ -29,44 +29,53 @@ def _norm(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, ch), ch)
 
 
-class ResBlock(nn.Module):
-    """GN-SiLU-conv, add the time embedding, GN-SiLU-dropout-conv, plus a skip."""
+def _conv(dims: int) -> type[nn.Module]:
+    if dims not in (1, 2):
+        raise ValueError(f"dims must be 1 (sequences) or 2 (images), got {dims!r}")
+    return nn.Conv1d if dims == 1 else nn.Conv2d
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv, add the time embedding, GN-SiLU-dropout-conv, plus a skip. ``dims`` = 2
+    for images [B, C, H, W], 1 for sequences [B, C, L] (the 1-D U-Net of chapter 11)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0, dims: int = 2):
         super().__init__()
-        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        conv = _conv(dims)
+        self.norm1, self.conv1 = _norm(c_in), conv(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, c_out)
-        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2, self.conv2 = _norm(c_out), conv(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = conv(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(emb)[:, :, None, None]
+        h = h + self.emb(emb).view(*h.shape[:2], *[1] * (h.dim() - 2))   # one shift per channel
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the H*W positions (used at 7x7: 49 tokens, cheap)."""
+    """Multi-head self-attention over all positions (H*W of an image, or L of a sequence with
+    ``dims`` = 1); used where there are few of them, e.g. 7x7 = 49 tokens."""
 
-    def __init__(self, ch: int, heads: int = 4):
+    def __init__(self, ch: int, heads: int = 4, dims: int = 2):
         super().__init__()
         self.heads, self.norm = heads, _norm(ch)
-        self.qkv, self.out = nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+        self.qkv, self.out = _conv(dims)(ch, 3 * ch, 1), _conv(dims)(ch, ch, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        b, c = x.shape[:2]
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, -1).unbind(1)
         # softmax(q^T k / sqrt(d)) v, written out: 2-3x faster on a CPU than
         # F.scaled_dot_product_attention for these tiny, channel-first token sets.
         weights = torch.softmax(torch.einsum("bhdn,bhdm->bhnm", q, k) * q.shape[2] ** -0.5, dim=-1)
         a = torch.einsum("bhnm,bhdm->bhdn", weights, v)
-        return x + self.out(a.reshape(b, c, h, w))
+        return x + self.out(a.reshape(x.shape))
 
 
 class Block(nn.Module):

@@ -1,0 +1,168 @@
+"""A small 1-D U-Net for sequences [B, channels, length]: the 2-D U-Net of ``unet.py`` with
+Conv1d in place of Conv2d, the same residual blocks, sinusoidal time embedding, optional
+self-attention at the coarsest level and the same class conditioning (label
+``num_classes`` is "no label", for label dropout and classifier-free guidance).
+
+    length L --down--> L/2 --down--> L/4      (widths base * mults)
+       | skip            | skip        |
+    length L <--up---- L/2 <--up---- L/4
+
+The ``stem`` decides how a long sequence is shortened before the first block, and undone
+after the last one (the front ends of chapter 11):
+
+    "conv"     no shortening: a 3-tap convolution from ``in_channels`` to ``base``
+    "patch"    fold ``patch`` consecutive samples into channels: [C, L] -> [C p, L / p]
+    "strided"  a learned strided convolution (kernel ``stem_kernel``, stride ``stem_stride``,
+               ``stem_channels`` out), undone by a transposed convolution with the same
+               kernel and stride: [C, L] -> [stem_channels, L / stride]
+
+``v_from_x0`` (a schedule name, e.g. "angle") makes the network estimate the clean x0 and
+return the velocity it implies, v = (alpha_t x_t - x0_hat) / sigma_t, with alpha_t, sigma_t
+of that schedule (T = ``schedule_T``). The loss and the sampler still see a v-prediction
+(v-objective, v-form sampling), and x0 = alpha_t x_t - sigma_t v gives back x0_hat exactly.
+Why: with many input channels (129 STFT bins) and a narrower first level (64), the
+network cannot carry the noise of every bin through to its output; a direct v-prediction,
+v = (alpha_t x_t - x0) / sigma_t, needs exactly that noise, an x0 estimate does not.
+The v-loss on this output equals an x0-loss weighted by 1 / sigma_t^2 = 1 + SNR.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .unet import Attention, ResBlock, _norm, timestep_embedding
+
+STEMS = ("conv", "patch", "strided")
+
+
+class UNet1d(nn.Module):
+    """An eps-, x0- or v-predicting 1-D U-Net: forward(x [B, C, L], t [B], labels [B] or None)."""
+
+    def __init__(self, in_channels: int = 1, base: int = 64, mults: tuple[int, ...] = (1, 2, 2),
+                 blocks_per_level: int = 1, attention_levels: tuple[int, ...] = (2,),
+                 dropout: float = 0.0, num_classes: int | None = None, stem: str = "conv",
+                 patch: int = 1, stem_kernel: int = 128, stem_stride: int = 64,
+                 stem_channels: int = 64, v_from_x0: str | None = None, schedule_T: int = 1000):
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; allowed: {', '.join(STEMS)}")
+        if stem == "strided" and (stem_kernel < stem_stride or (stem_kernel - stem_stride) % 2):
+            raise ValueError("a strided stem needs stem_kernel >= stem_stride with an even difference")
+        if patch < 1 or (stem != "patch" and patch != 1):
+            raise ValueError(f"patch must be >= 1 and only used with stem='patch', got {patch}")
+        self.config = dict(in_channels=in_channels, base=base, mults=tuple(mults),
+                           blocks_per_level=blocks_per_level, attention_levels=tuple(attention_levels),
+                           dropout=dropout, num_classes=num_classes, stem=stem, patch=patch,
+                           stem_kernel=stem_kernel, stem_stride=stem_stride, stem_channels=stem_channels)
+        if v_from_x0 is not None:  # recorded only when used, so older checkpoints keep their keys
+            from .schedules import NoiseSchedule
+
+            ab = NoiseSchedule.make(v_from_x0, schedule_T).alpha_bars
+            self.config.update(v_from_x0=v_from_x0, schedule_T=schedule_T)
+            self.register_buffer("sched_a", ab.sqrt().float(), persistent=False)        # alpha_t
+            self.register_buffer("sched_s", (1 - ab).sqrt().float(), persistent=False)  # sigma_t
+        emb_dim = 4 * base
+        self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.num_classes = num_classes
+        if num_classes is not None:
+            self.label_emb = nn.Embedding(num_classes + 1, emb_dim)
+        c_seq = {"conv": in_channels, "patch": in_channels * patch, "strided": stem_channels}[stem]
+        if stem == "strided":  # L -> L / stride: out length (L + 2 pad - k) / s + 1 = L / s
+            pad = (stem_kernel - stem_stride) // 2
+            self.encode = nn.Conv1d(in_channels, stem_channels, stem_kernel, stem_stride, pad)
+            self.decode = nn.ConvTranspose1d(stem_channels, in_channels, stem_kernel, stem_stride, pad)
+        self.stem_conv = nn.Conv1d(c_seq, base, 3, padding=1)
+
+        widths = [base * m for m in mults]
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        skip_widths, ch = [base], base
+        for level, width in enumerate(widths):
+            blocks = nn.ModuleList()
+            for _ in range(blocks_per_level):
+                blocks.append(nn.ModuleList([ResBlock(ch, width, emb_dim, dropout, dims=1),
+                                             Attention(width, dims=1) if level in attention_levels else nn.Identity()]))
+                ch = width
+                skip_widths.append(ch)
+            self.down.append(blocks)
+            if level < len(widths) - 1:
+                self.downsample.append(nn.Conv1d(ch, ch, 3, stride=2, padding=1))
+                skip_widths.append(ch)
+        self.mid1, self.mid_attn = ResBlock(ch, ch, emb_dim, dropout, dims=1), Attention(ch, dims=1)
+        self.mid2 = ResBlock(ch, ch, emb_dim, dropout, dims=1)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for level, width in reversed(list(enumerate(widths))):
+            blocks = nn.ModuleList()
+            for _ in range(blocks_per_level + 1):
+                blocks.append(nn.ModuleList([ResBlock(ch + skip_widths.pop(), width, emb_dim, dropout, dims=1),
+                                             Attention(width, dims=1) if level in attention_levels else nn.Identity()]))
+                ch = width
+            self.up.append(blocks)
+            if level > 0:
+                self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                                   nn.Conv1d(ch, ch, 3, padding=1)))
+        self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv1d(ch, c_seq, 3, padding=1))
+        if stem != "strided":  # start by predicting 0 (a strided stem's decoder follows the head)
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
+
+    @property
+    def length_factor(self) -> int:
+        """Input lengths must be multiples of this."""
+        c = self.config
+        shorten = {"conv": 1, "patch": c["patch"], "strided": c["stem_stride"]}[c["stem"]]
+        return shorten * 2 ** (len(c["mults"]) - 1)
+
+    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t.expand(batch) if t.dim() == 0 else t, self.config["base"]))
+        if self.num_classes is not None:
+            if labels is None:  # unconditional: the null label
+                labels = torch.full((batch,), self.num_classes, device=emb.device, dtype=torch.long)
+            emb = emb + self.label_emb(labels)
+        return emb
+
+    def shorten(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c["stem"] == "patch":  # [B, C, L] -> [B, C, L/p, p] -> [B, C p, L/p]
+            b, ch, n = x.shape
+            return x.reshape(b, ch, n // c["patch"], c["patch"]).permute(0, 1, 3, 2).reshape(b, ch * c["patch"], -1)
+        if c["stem"] == "strided":
+            return self.encode(x)
+        return x
+
+    def lengthen(self, h: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c["stem"] == "patch":  # the exact inverse of ``shorten``
+            b, cp, m = h.shape
+            p = c["patch"]
+            return h.reshape(b, cp // p, p, m).permute(0, 1, 3, 2).reshape(b, cp // p, m * p)
+        if c["stem"] == "strided":
+            return self.decode(h)
+        return h
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[1] != self.config["in_channels"]:
+            raise ValueError(f"expected x of shape [B, {self.config['in_channels']}, L], got {tuple(x.shape)}")
+        if x.shape[-1] % self.length_factor:
+            raise ValueError(f"length {x.shape[-1]} must be a multiple of {self.length_factor} for this U-Net")
+        emb = self.embed(torch.as_tensor(t, device=x.device), labels, x.shape[0])
+        h = self.stem_conv(self.shorten(x))
+        skips = [h]
+        for level, blocks in enumerate(self.down):
+            for res, attn in blocks:
+                h = attn(res(h, emb))
+                skips.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+                skips.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for level, blocks in enumerate(self.up):
+            for res, attn in blocks:
+                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
+            if level < len(self.upsample):
+                h = self.upsample[level](h)
+        out = self.lengthen(self.head(h))
+        if self.config.get("v_from_x0"):  # out is x0_hat: return v = (alpha_t x_t - x0_hat) / sigma_t
+            tt = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])
+            a, s = self.sched_a[tt][:, None, None], self.sched_s[tt][:, None, None]
+            return (a * x - out.float()) / s
+        return out
