@@ -124,9 +124,10 @@ def main() -> None:
                                        cfg.ddim_steps, 0.0, cfg.seed + 1)}
                 print(row, json.dumps(table[row]))
             result["front_ends"] = table
-            # accuracy first, the Frechet distance breaks ties (at small budgets all can sit at chance)
-            result["best_front_end"] = max(FRONT_ENDS, key=lambda k: (round(table[k]["accuracy"], 2),
-                                                                      -table[k]["frechet"]))
+            # over every row (front end x output head): accuracy first, the Frechet distance
+            # breaks ties (at small budgets several can sit at chance)
+            result["best_front_end"] = max(table, key=lambda k: (round(table[k]["accuracy"], 2),
+                                                                 -table[k]["frechet"]))
     finally:
         if args.fresh:
             shutil.rmtree(os.environ.pop("COURSE_CACHE"), ignore_errors=True)
