@@ -105,6 +105,16 @@ def sample_sde(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: in
 # ---------------------------------------------------------------------------------------
 # The same model inside deepinv (>= 0.5: EDMDiffusionSDE, DDIMSolver), for cross-checks
 # ---------------------------------------------------------------------------------------
+def _deepinv_edm_sde():
+    """deepinv's ``EDMDiffusionSDE`` class, imported only when needed."""
+    try:
+        from deepinv.sampling import EDMDiffusionSDE
+    except ImportError as e:  # pragma: no cover - older deepinv
+        raise ImportError("deepinv >= 0.5 (EDMDiffusionSDE, DDIMSolver) is needed: "
+                          "pip install 'deepinv>=0.5'") from e
+    return EDMDiffusionSDE
+
+
 class DeepinvDenoiser(torch.nn.Module):
     """Our (x_t, t) -> eps / x0 / v network as the denoiser deepinv's diffusion SDEs call.
 
@@ -141,11 +151,7 @@ def deepinv_vp_sde(model, schedule: NoiseSchedule, kind: str = "eps", clip_x0: b
     [-1, 1] (``minus_one_one=False``). Solve it with e.g.
     ``deepinv.sampling.DDIMSolver(timesteps=torch.tensor(ts + [0.]))`` where ``ts`` comes from
     ``sampling.timesteps``; nothing is downloaded."""
-    try:
-        from deepinv.sampling import EDMDiffusionSDE
-    except ImportError as e:  # pragma: no cover - older deepinv
-        raise ImportError("deepinv >= 0.5 (EDMDiffusionSDE, DDIMSolver) is needed: "
-                          "pip install 'deepinv>=0.5'") from e
+    EDMDiffusionSDE = _deepinv_edm_sde()
     den = DeepinvDenoiser(model, schedule, kind, clip_x0)
     return EDMDiffusionSDE(sigma_t=lambda t: den.sigmas.to(t.device)[t.round().long()],
                            variance_preserving=True, denoiser=den, minus_one_one=False,
@@ -168,10 +174,7 @@ def deepinv_vp_sde_rho(model, schedule: NoiseSchedule, kind: str = "eps", clip_x
     ``deepinv.sampling.EulerSolver(timesteps=vp_rho(schedule)[ts])`` (ts from
     ``sampling.timesteps``) and finish with the denoiser at the last step, as ``sample_sde``
     does."""
-    try:
-        from deepinv.sampling import EDMDiffusionSDE
-    except ImportError as e:  # pragma: no cover - older deepinv
-        raise ImportError("deepinv >= 0.5 (EDMDiffusionSDE) is needed: pip install 'deepinv>=0.5'") from e
+    EDMDiffusionSDE = _deepinv_edm_sde()
     den = DeepinvDenoiser(model, schedule, kind, clip_x0)
     return EDMDiffusionSDE(sigma_t=lambda rho: torch.expm1(rho).sqrt(),     # sigma = sqrt(e^rho - 1)
                            variance_preserving=True, alpha=alpha, denoiser=den, minus_one_one=False,
