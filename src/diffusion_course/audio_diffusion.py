@@ -29,7 +29,6 @@ both ways (``load_or_train_audio(cfg, name, train_steps=cfg.compare_steps, v_fro
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -38,11 +37,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import audio
-from .fsdd import FSDD, load_fsdd
+from .fsdd import load_fsdd
 from .metrics import frechet_from_features
 from .sampling import sample
-from .settings import Settings, pick_device, resolve_precision
-from .training import TrainConfig, autocast, cache_dir, cache_key, load_or_train
+from .settings import Settings, resolve_precision
+from .training import TrainConfig, autocast, cache_dir, cache_key, load_or_train, load_or_train_weights
 from .unet1d import UNet1d
 
 LENGTH = 8192                      # samples per clip: 1.024 s at 8 kHz
@@ -177,18 +176,12 @@ def load_or_train_classifier(epochs: int = 10, seed: int = 0, progress: bool = T
             "normalisation": "peak"}
     key = cache_key({"classifier": DigitClassifier().config, "epochs": epochs, "seed": seed,
                      **CLASSIFIER_RECIPE}, spec)
-    path = cache_dir() / f"fsdd-classifier-{key}.pt"
-    model = DigitClassifier()
-    if path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), {"path": str(path), "trained_now": False}
-    data = load_fsdd("train", LENGTH)
-    start = time.perf_counter()
-    model = train_classifier(data.audio, data.labels, epochs, seed, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    return model, {"path": str(path), "trained_now": True, "seconds": time.perf_counter() - start}
+
+    def train_model():
+        data = load_fsdd("train", LENGTH)
+        return train_classifier(data.audio, data.labels, epochs, seed, progress)
+
+    return load_or_train_weights(cache_dir() / f"fsdd-classifier-{key}.pt", DigitClassifier(), train_model)
 
 
 @torch.no_grad()

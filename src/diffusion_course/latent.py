@@ -20,7 +20,6 @@ chapter 05, built for data of about unit size, then applies unchanged.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Callable
 
 import torch

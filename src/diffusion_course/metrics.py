@@ -15,7 +15,6 @@ pixels are.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .settings import pick_device
-from .training import cache_dir, cache_key
+from .training import cache_dir, cache_key, load_or_train_weights
 
 
 class MNISTClassifier(nn.Module):
@@ -92,18 +91,10 @@ def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, data_sp
     device ``settings.pick_device`` chooses, returned on the CPU)."""
     key = cache_key({"classifier": MNISTClassifier().config, "epochs": epochs, "seed": seed,
                      **CLASSIFIER_RECIPE}, data_spec)
-    path = cache_dir() / f"mnist-classifier-{key}.pt"
-    model = MNISTClassifier()
-    if path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), {"path": str(path), "trained_now": False}
-    start = time.perf_counter()
-    model = train_classifier(images, labels, epochs, seed=seed, progress=progress, device=pick_device(),
-                             **CLASSIFIER_RECIPE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    return model, {"path": str(path), "trained_now": True, "seconds": time.perf_counter() - start}
+    return load_or_train_weights(
+        cache_dir() / f"mnist-classifier-{key}.pt", MNISTClassifier(),
+        lambda: train_classifier(images, labels, epochs, seed=seed, progress=progress,
+                                 device=pick_device(), **CLASSIFIER_RECIPE))
 
 
 @torch.no_grad()

@@ -246,6 +246,23 @@ def cache_key(*parts: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def load_or_train_weights(path: Path, model: torch.nn.Module,
+                          train_model: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, dict]:
+    """``model`` with the weights cached at ``path``, or else ``train_model()``'s result, whose
+    weights are then cached there (saved to a temporary file and renamed, so an interrupted
+    save leaves nothing half-written). For small models without a training state to resume,
+    such as the evaluation classifiers."""
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval(), {"path": str(path), "trained_now": False}
+    start = time.perf_counter()
+    model = train_model()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return model, {"path": str(path), "trained_now": True, "seconds": time.perf_counter() - start}
+
+
 def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: TrainConfig,
                   data: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], data_spec: dict,
                   device: torch.device | str = "cpu", progress: bool = True,
