@@ -3,14 +3,7 @@ import torch
 
 from diffusion_course.autoencoder import Autoencoder, add_noise, train_autoencoder
 
-
-def tiny_digits(n: int = 64, seed: int = 0) -> torch.Tensor:
-    """Blobs on a black background in [-1, 1]: enough structure for the loss to fall."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-    centres = 8 + 12 * torch.rand(n, 2, generator=g)
-    d2 = (yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2
-    return (2 * torch.exp(-d2 / 18) - 1).unsqueeze(1)
+from synthetic import tiny_digits
 
 
 @pytest.mark.parametrize("latent_channels", [1, 4])

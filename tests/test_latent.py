@@ -13,14 +13,7 @@ from diffusion_course.sampling import sample
 from diffusion_course.schedules import NoiseSchedule
 from diffusion_course.settings import chapter_settings
 
-
-def tiny_digits(n: int = 64, seed: int = 0) -> torch.Tensor:
-    """Gaussian blobs on a black background in [-1, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-    centres = 8 + 12 * torch.rand(n, 2, generator=g)
-    d2 = (yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2
-    return (2 * torch.exp(-d2 / 18) - 1).unsqueeze(1)
+from synthetic import tiny_digits
 
 
 def tiny_codec(variational=True, seed=0) -> LatentCodec:

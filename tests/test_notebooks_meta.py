@@ -1,5 +1,7 @@
 """Every chapter: Colab badge for its own path, Colab-only setup cell, one parameters cell,
-no committed outputs, and parameters that match the chapter's knobs."""
+no committed outputs, and parameters that match the chapter's knobs (with the defaults
+that their comments state)."""
+import ast
 import re
 
 import nbformat
@@ -59,3 +61,32 @@ def test_mentions_expected_time_and_what_you_should_see(notebook):
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     assert "ci" in nb.cells[0].source and "cpu" in nb.cells[0].source
     assert "what you should see" in text
+
+
+def stated_defaults(comment: str) -> dict:
+    """The per-profile defaults a parameter comment states in its closing "(None: ...)":
+    "(None: 4)" for every profile, or "(None: ci 60, cpu/gpu 6_000)" per profile."""
+    match = re.search(r"\(None: (.*)\)\s*$", comment)
+    assert match, f"the comment should end with the defaults, as in '(None: ci 1, cpu 2, gpu 3)': {comment!r}"
+    text, value = match.group(1), r"(\"[^\"]*\"|[-+\w.]+)"
+    per_profile = re.findall(r"\b((?:ci|cpu|gpu)(?:/(?:ci|cpu|gpu))*) " + value, text)
+    if not per_profile:
+        per_profile = [("ci/cpu/gpu", re.match(value, text).group(1))]
+    return {p: ast.literal_eval(v) for profiles, v in per_profile for p in profiles.split("/")}
+
+
+def test_parameter_comments_state_the_real_defaults(notebook):
+    """A student reads the defaults in the parameters cell: they must be the knobs' values."""
+    path, nb = notebook
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    knobs = {name.lower(): knob for name, knob in settings.CHAPTERS[path.stem[:2]].items()}
+    for name, comment in re.findall(r"^([A-Z][A-Z0-9_]*) = None\s*#(.*)$", cell.source, re.M):
+        for profile, value in stated_defaults(comment).items():
+            assert getattr(knobs[name.lower()], profile) == value, \
+                f"{name}: the comment says {value!r} for {profile}, settings.py has {getattr(knobs[name.lower()], profile)!r}"
+
+
+def test_stated_defaults_parser():
+    assert stated_defaults(" steps (None: ci 60, cpu/gpu 6_000)") == {"ci": 60, "cpu": 6000, "gpu": 6000}
+    assert stated_defaults(" split (None: ci \"test\", cpu/gpu \"train\")") == {"ci": "test", "cpu": "train", "gpu": "train"}
+    assert stated_defaults(" channels (None: 4, i.e. 196 numbers)") == {"ci": 4, "cpu": 4, "gpu": 4}

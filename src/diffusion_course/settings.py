@@ -322,11 +322,11 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
                         "model", min=100, max=60_000),
         "latent_channels": Knob(4, 4, 4, "channels of the 7x7 latent grid (4: 196 numbers, "
                                 "a quarter of the 784 pixels)", min=1, max=16),
-        "ae_width": Knob(16, 16, 32, "autoencoder channels at 28x28 (twice as many at 14x14 "
+        "ae_width": Knob(16, 32, 32, "autoencoder channels at 28x28 (twice as many at 14x14 "
                          "and 7x7)", min=8),
         "kl_weight": Knob(1e-4, 1e-4, 1e-4, "weight of the KL term per latent number (0: plain "
                           "autoencoder, no KL, deterministic code)", min=0.0, max=1.0),
-        "ae_steps": Knob(80, 1_500, 8_000, "optimiser steps of the autoencoder", min=1),
+        "ae_steps": Knob(80, 3_000, 8_000, "optimiser steps of the autoencoder", min=1),
         "ae_batch_size": Knob(32, 64, 128, "images per autoencoder step", min=1),
         "ae_lr": Knob(2e-3, 2e-3, 1e-3, "peak learning rate of the autoencoder (Adam)", min=0.0),
         "base_width": Knob(16, 32, 64, "channels of the latent U-Net (one level, at 7x7)", min=8),
