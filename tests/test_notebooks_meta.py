@@ -71,7 +71,9 @@ def stated_defaults(comment: str) -> dict:
     text, value = match.group(1), r"(\"[^\"]*\"|[-+\w.]+)"
     per_profile = re.findall(r"\b((?:ci|cpu|gpu)(?:/(?:ci|cpu|gpu))*) " + value, text)
     if not per_profile:
-        per_profile = [("ci/cpu/gpu", re.match(value, text).group(1))]
+        single = re.match(value, text)
+        assert single, f"no default value in {comment!r}"
+        per_profile = [("ci/cpu/gpu", single.group(1))]
     return {p: ast.literal_eval(v) for profiles, v in per_profile for p in profiles.split("/")}
 
 
