@@ -45,6 +45,19 @@ def test_resume_is_bit_identical(tmp_path):
         assert torch.equal(tensor, weights(resumed.ema)[name]), name
 
 
+def test_max_seconds_caps_the_whole_call_across_checkpoints(tmp_path, monkeypatch):
+    """The budget counts from the start of the call, not from the last checkpoint save."""
+    clock = iter(range(10_000))  # a fake clock: every reading is one second later
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    x, _ = tiny_data()
+    cfg = replace(CFG, steps=40)
+    state = train(UNet(**TINY), x, cfg, checkpoint=tmp_path / "run.pt", checkpoint_every=2,
+                  max_seconds=10, progress=False)
+    assert 0 < state.step < 10, state.step
+    resumed = train(UNet(**TINY), x, cfg, checkpoint=tmp_path / "run.pt", progress=False)
+    assert resumed.step == cfg.steps  # a cut-short run resumes and finishes
+
+
 def test_ema_update_matches_formula():
     torch.manual_seed(0)
     model, ema = UNet(**TINY), UNet(**TINY)

@@ -192,9 +192,9 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(total=cfg.steps, initial=state.step, desc="training", disable=not progress,
                dynamic_ncols=True)
-    start = time.perf_counter()
+    start = call_start = time.perf_counter()  # start: for state.seconds; call_start: for the budget
     while state.step < end:
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+        if max_seconds is not None and time.perf_counter() - call_start > max_seconds:
             break
         idx = torch.randint(0, n, (cfg.batch_size,), generator=g).to(device)
         x0 = images[idx]
