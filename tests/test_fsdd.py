@@ -1,26 +1,14 @@
 """The FSDD loader: silence trimming, placement, normalisation, errors, and the real data
 when ``$COURSE_DATA_ROOT`` (or ../shared/data) holds it."""
-import os
 import urllib.error
 import urllib.request
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from diffusion_course import fsdd
 from diffusion_course.data import DataNotFoundError
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture
-def fsdd_root() -> Path:
-    root = Path(os.environ.get("COURSE_DATA_ROOT", SHARED))
-    if not (root / "fsdd" / "recordings" / "0_george_0.wav").exists():
-        pytest.skip("FSDD recordings not available (set COURSE_DATA_ROOT)")
-    return root
 
 
 def _burst(n_before: int, n_speech: int, n_after: int, amp: float = 0.5) -> np.ndarray:
