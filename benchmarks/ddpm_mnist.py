@@ -29,12 +29,11 @@ import torch
 
 from diffusion_course.metrics import classify, evaluate_samples, load_or_train_classifier
 from diffusion_course.mnist_ddpm import (benchmark_settings, data_spec, held_out_images,
-                                         load_or_train_mnist_ddpm, make_unet, train_config,
-                                         training_images)
+                                         load_or_train_mnist_ddpm, make_unet, sample_digits,
+                                         train_config, training_images)
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
-from diffusion_course.sampling import sample
-from diffusion_course.training import CACHE_ENV, autocast
+from diffusion_course.training import CACHE_ENV
 from diffusion_course.unet import count_parameters
 
 
@@ -80,14 +79,10 @@ def main() -> None:
 
     classifier, cinfo = load_or_train_classifier(images, labels, data_spec(cfg.train_split, cfg.n_train))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    start, chunks = time.perf_counter(), []
-    for i in range(0, args.n_samples, args.sample_batch):
-        b = min(args.sample_batch, args.n_samples - i)
-        with autocast(tcfg.precision, cfg.device):
-            chunks.append(sample(ema, (b, 1, 28, 28), tcfg.noise_schedule(), steps=args.sample_steps,
-                                 eta=args.eta, kind=tcfg.kind, generator=gen, device=cfg.device).x0.float())
+    start = time.perf_counter()
+    samples = sample_digits(ema, tcfg, args.n_samples, args.sample_steps, args.eta, gen,
+                            cfg.device, args.sample_batch)
     sample_seconds = time.perf_counter() - start
-    samples = torch.cat(chunks)
     report = evaluate_samples(classifier, samples[:n], real[:n], real_floor=images[:n])
     # The same report card for real held-out digits: what a perfect generator would get.
     _, real_pred, real_conf = classify(classifier, real)

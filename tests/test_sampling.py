@@ -127,6 +127,22 @@ def test_inversion_of_a_smooth_network_with_all_steps():
         ddim_invert(model, x0, sched, refine=-1)
 
 
+def test_sample_digits_batches_the_seeded_sampler():
+    from diffusion_course.mnist_ddpm import sample_digits
+    from diffusion_course.training import TrainConfig
+    tcfg = TrainConfig(steps=1, T=50, kind="eps", schedule="linear")
+    model = lambda x, t: 0.1 * x                        # any smooth per-pixel "network"
+    run = lambda seed, batch: sample_digits(model, tcfg, 5, steps=10, eta=1.0, batch_size=batch,
+                                            generator=torch.Generator().manual_seed(seed))
+    a = run(0, 2)                                       # batches of 2, 2 and 1
+    assert a.shape == (5, 1, 28, 28) and a.dtype == torch.float32
+    assert torch.equal(a, run(0, 2)) and not torch.equal(a, run(1, 2))
+    # one batch is exactly one call of the sampler with the training schedule and kind
+    one = sample(model, (5, 1, 28, 28), tcfg.noise_schedule(), steps=10, eta=1.0, kind="eps",
+                 generator=torch.Generator().manual_seed(0)).x0
+    assert torch.equal(run(0, 250), one)
+
+
 def test_slerp_endpoints_norm_and_angle():
     g = torch.Generator().manual_seed(0)
     z0, z1 = torch.randn(3, 1, 28, 28, generator=g), torch.randn(3, 1, 28, 28, generator=g)

@@ -15,7 +15,6 @@ pixels are.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -27,7 +26,8 @@ from .training import cache_dir, cache_key, load_or_train_weights
 
 
 class MNISTClassifier(nn.Module):
-    """Three conv layers and a 128-d feature layer; ~99% on MNIST after a minute of CPU."""
+    """Three conv layers and a 128-d feature layer. Trained on 9,000 digits: 97.3% held-out
+    accuracy after 3 epochs (under a minute of CPU), 98.8% after 16 (benchmarks/judge_strength.py)."""
 
     def __init__(self, feature_dim: int = 128):
         super().__init__()

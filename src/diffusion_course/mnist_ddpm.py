@@ -12,8 +12,9 @@ from dataclasses import replace
 import torch
 
 from .mnist import load_mnist, split_available
+from .sampling import sample
 from .settings import Settings, chapter_settings, resolve_precision
-from .training import TrainConfig, load_or_train
+from .training import TrainConfig, autocast, load_or_train
 from .unet import UNet
 
 HELD_OUT = 1000  # images at the end of the test split kept for evaluation when training on it
@@ -79,6 +80,19 @@ def load_or_train_mnist_ddpm(cfg: Settings, progress: bool = True, max_seconds: 
                          lambda: training_images(cfg.train_split, cfg.n_train), spec,
                          device=cfg.device, progress=progress, max_seconds=max_seconds,
                          keep_ema_at=snapshot_steps(cfg.train_steps))
+
+
+def sample_digits(model, tcfg: TrainConfig, n: int, steps: int, eta: float, generator: torch.Generator,
+                  device: torch.device | str = "cpu", batch_size: int = 250) -> torch.Tensor:
+    """``n`` digits [n, 1, 28, 28] from ``model`` (trained with ``tcfg``), in batches, with the
+    respaced sampler (``eta`` = 1 ancestral, 0 DDIM) at the training precision; float32."""
+    chunks = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        with autocast(tcfg.precision, device):
+            chunks.append(sample(model, (b, 1, 28, 28), tcfg.noise_schedule(), steps=steps, eta=eta,
+                                 kind=tcfg.kind, generator=generator, device=device).x0.float())
+    return torch.cat(chunks)
 
 
 # ---------------------------------------------------------------------------------------
