@@ -27,11 +27,14 @@ from diffusion_course.mnist_ddpm import (benchmark_settings, data_spec, held_out
                                          load_or_train_mnist_ddpm, sample_digits, train_config,
                                          training_images)
 from diffusion_course.report import machine_info
+from diffusion_course.runner import parse_value
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu")
+    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                   help="override a chapter-05 knob of the model being judged")
     p.add_argument("--epochs", type=int, nargs="+", default=[1, 3, 6, 16],
                    help="classifier training epochs, one judge each")
     p.add_argument("--n-samples", type=int, default=1000)
@@ -42,7 +45,8 @@ def main() -> None:
     if min(args.epochs) < 1:
         p.error(f"--epochs must be positive, got {args.epochs}")
 
-    cfg = benchmark_settings(args.profile, {})
+    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    cfg = benchmark_settings(args.profile, overrides)
     tcfg = train_config(cfg)
     spec = data_spec(cfg.train_split, cfg.n_train)
     images, labels = training_images(cfg.train_split, cfg.n_train)

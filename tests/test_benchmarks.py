@@ -1,0 +1,90 @@
+"""Every benchmark command runs end to end at toy size and writes sane JSON (about two
+minutes in all), so none of them rots between the long runs whose numbers the chapters
+quote. The numbers here mean nothing; the point is that the commands still work."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+MNIST_TOY = ["--profile", "ci", "--set", "train_split=test", "--set", "n_train=300"]
+
+
+def run_benchmark(name, args, tmp_path, data_root):
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "COURSE_DATA_ROOT": str(data_root), "COURSE_CACHE": str(tmp_path / "cache"),
+           "COURSE_DEVICE": "cpu"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args, "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def check_report(report, n):
+    assert report["n_samples"] == n
+    assert report["frechet"] >= 0 and report["frechet_floor"] > 0
+    assert report["frechet_ratio"] == pytest.approx(report["frechet"] / report["frechet_floor"])
+    assert 0 <= report["confident_fraction"] <= 1
+    assert sum(report["class_histogram"]) == pytest.approx(1)
+
+
+def test_ddpm_mnist(tmp_path, real_data_root):
+    result = run_benchmark("ddpm_mnist", [*MNIST_TOY, "--n-samples", "40", "--sample-steps", "4",
+                                          "--sample-batch", "16"], tmp_path, real_data_root)
+    assert result["train_complete"] and result["train_steps_done"] == result["settings"]["train_steps"]
+    assert result["data"]["train_images"] == "test[0:300]" and result["sampler"]["steps"] == 4
+    check_report(result["evaluation"], 40)
+    assert not any((tmp_path / "cache").glob("mnist-ddpm-*"))  # trained in a temporary cache
+
+
+def test_judge_strength(tmp_path, real_data_root):
+    result = run_benchmark("judge_strength", [*MNIST_TOY, "--epochs", "1", "2", "--n-samples", "40",
+                                              "--sample-steps", "4"], tmp_path, real_data_root)
+    assert [j["epochs"] for j in result["judges"]] == [1, 2]
+    for judge in result["judges"]:
+        assert 0 <= judge["held_out_accuracy"] <= 1 and 0 <= judge["held_out_confident_fraction"] <= 1
+        assert judge["samples"]["frechet_floor"] > 0 and judge["trained_now"]
+
+
+def test_sampling_steps(tmp_path, real_data_root):
+    result = run_benchmark("sampling_steps", [*MNIST_TOY, "--steps", "2", "4", "--samplers", "ddpm", "ddim",
+                                              "ode", "--n-samples", "20"], tmp_path, real_data_root)
+    settings = {(r["sampler"], r["steps"]) for r in result["results"]}
+    assert settings == {(s, k) for s in ("ddpm", "ddim", "ode") for k in (2, 4)}
+    assert all(r["frechet"] >= 0 and r["seconds_per_image"] > 0 for r in result["results"])
+
+
+def test_guidance(tmp_path, real_data_root):
+    result = run_benchmark("guidance", [*MNIST_TOY, "--weights", "0,2", "--n-samples", "20",
+                                        "--sample-steps", "4", "--classifier-epochs", "1"],
+                           tmp_path, real_data_root)
+    assert [r["w"] for r in result["weights"]] == [0.0, 2.0]
+    assert all(0 <= r["accuracy"] <= 1 and r["frechet_floor"] > 0 for r in result["weights"])
+
+
+def test_latent(tmp_path, real_data_root):
+    result = run_benchmark("latent", ["--profile", "ci", "--set", "train_split=test", "--n-samples", "20",
+                                      "--timing-images", "4", "--timing-repeats", "1"],
+                           tmp_path, real_data_root)
+    for model in ("pixel", "latent"):
+        check_report(result[model]["evaluation"], 20)
+        assert result[model]["seconds_per_image"] > 0
+
+
+
+def test_audio_digits(tmp_path, fsdd_root):
+    result = run_benchmark("audio_digits", ["--profile", "ci", "--n-per-digit", "1",
+                                            "--ancestral-per-digit", "1"], tmp_path, fsdd_root)
+    assert result["model"]["train_complete"]
+    for sampler in ("ddim", "ancestral"):
+        assert result[sampler]["n_samples"] == 10 and 0 <= result[sampler]["accuracy"] <= 1
+        assert result[sampler]["frechet"] >= 0 and result[sampler]["frechet_floor"] > 0
+
+@pytest.mark.parametrize("bad", [["--epochs", "0"]])
+def test_judge_strength_rejects_bad_arguments(tmp_path, bad):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "judge_strength.py"), *bad],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--epochs must be positive" in proc.stderr
