@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from diffusion_course.metrics import classify, evaluate_samples, load_or_train_classifier
-from diffusion_course.mnist_ddpm import (benchmark_settings, data_spec, held_out_images,
+from diffusion_course.mnist_ddpm import (HELD_OUT, benchmark_settings, data_spec, held_out_images,
                                          load_or_train_mnist_ddpm, sample_digits, train_config,
                                          training_images)
 from diffusion_course.report import machine_info
@@ -44,6 +44,8 @@ def main() -> None:
     args = p.parse_args()
     if min(args.epochs) < 1:
         p.error(f"--epochs must be positive, got {args.epochs}")
+    if not 10 <= args.n_samples <= HELD_OUT:
+        p.error(f"--n-samples must lie in 10..{HELD_OUT} (the held-out set's size)")
 
     overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     cfg = benchmark_settings(args.profile, overrides)
@@ -51,7 +53,9 @@ def main() -> None:
     spec = data_spec(cfg.train_split, cfg.n_train)
     images, labels = training_images(cfg.train_split, cfg.n_train)
     real, real_labels = held_out_images()
-    n = min(args.n_samples, len(real))
+    n = args.n_samples
+    if n > len(images):  # the floor compares n training digits with n held-out ones
+        p.error(f"--n-samples must not exceed the {len(images)} training images")
     ema, info = load_or_train_mnist_ddpm(cfg)
     samples = sample_digits(ema, tcfg, n, args.sample_steps, args.eta,
                             torch.Generator().manual_seed(cfg.seed + 1), cfg.device)

@@ -83,8 +83,9 @@ def test_audio_digits(tmp_path, fsdd_root):
         assert result[sampler]["n_samples"] == 10 and 0 <= result[sampler]["accuracy"] <= 1
         assert result[sampler]["frechet"] >= 0 and result[sampler]["frechet_floor"] > 0
 
-@pytest.mark.parametrize("bad", [["--epochs", "0"]])
-def test_judge_strength_rejects_bad_arguments(tmp_path, bad):
+@pytest.mark.parametrize("bad, message", [(["--epochs", "0"], "--epochs must be positive"),
+                                          (["--n-samples", "5"], "--n-samples must lie in 10..1000")])
+def test_judge_strength_rejects_bad_arguments(tmp_path, bad, message):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "judge_strength.py"), *bad],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--epochs must be positive" in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr
