@@ -30,7 +30,7 @@ import torch
 
 from diffusion_course.audio_diffusion import (FRONT_ENDS, FrontEnd, classify, data_spec,
                                               evaluate_audio, generate, load_or_train_audio,
-                                              load_or_train_classifier, make_model, train_config)
+                                              load_or_train_classifier, train_config)
 from diffusion_course.fsdd import load_fsdd
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import classify, evaluate_samples, load_or_train_classifier
+from diffusion_course.metrics import evaluate_samples, judge_real, load_or_train_classifier
 from diffusion_course.mnist_ddpm import (benchmark_settings, data_spec, held_out_images,
                                          load_or_train_mnist_ddpm, make_unet, sample_digits,
                                          train_config, training_images)
@@ -85,9 +85,7 @@ def main() -> None:
     sample_seconds = time.perf_counter() - start
     report = evaluate_samples(classifier, samples[:n], real[:n], real_floor=images[:n])
     # The same report card for real held-out digits: what a perfect generator would get.
-    _, real_pred, real_conf = classify(classifier, real)
-    cinfo.update(held_out_accuracy=(real_pred == real_labels).double().mean().item(),
-                 held_out_confident_fraction=(real_conf > 0.9).double().mean().item())
+    cinfo.update(judge_real(classifier, real, real_labels))
 
     result = {
         "benchmark": "ddpm_mnist", "profile": cfg.profile, "settings": cfg.as_dict(),

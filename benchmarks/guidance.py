@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import classify, evaluate_samples, load_or_train_classifier
+from diffusion_course.metrics import classify, evaluate_samples, judge_real, load_or_train_classifier
 from diffusion_course.mnist_ddpm import (NUM_CLASSES, benchmark_settings, cond_train_config, data_spec,
                                          held_out_images, load_or_train_mnist_cond, training_images)
 from diffusion_course.report import machine_info
@@ -71,9 +71,7 @@ def main() -> None:
     print(f"{count_parameters(model):,} parameters; {'trained now' if info['trained_now'] else 'cached'}: "
           f"{info['steps']} steps, {info['seconds']:.0f} s of training on {cfg.train_split}")
     classifier, cinfo = load_or_train_classifier(images, labels, spec, epochs=args.classifier_epochs)
-    _, real_pred, real_conf = classify(classifier, real)
-    cinfo.update(held_out_accuracy=(real_pred == real_labels).double().mean().item(),
-                 held_out_confident_fraction=(real_conf > 0.9).double().mean().item())
+    cinfo.update(judge_real(classifier, real, real_labels))
 
     schedule = tcfg.noise_schedule()
     requested = torch.arange(args.n_samples) % NUM_CLASSES

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import classify, evaluate_samples, load_or_train_classifier
+from diffusion_course.metrics import evaluate_samples, judge_real, load_or_train_classifier
 from diffusion_course.mnist_ddpm import (HELD_OUT, benchmark_settings, data_spec, held_out_images,
                                          load_or_train_mnist_ddpm, sample_digits, train_config,
                                          training_images)
@@ -63,13 +63,11 @@ def main() -> None:
     judges = []
     for epochs in args.epochs:
         classifier, cinfo = load_or_train_classifier(images, labels, spec, epochs=epochs)
-        _, pred, conf = classify(classifier, real)
         report = evaluate_samples(classifier, samples, real[:n], real_floor=images[:n])
         judges.append({
             "epochs": epochs, "trained_now": cinfo["trained_now"],
             "train_seconds": round(cinfo["seconds"], 1) if cinfo["trained_now"] else None,
-            "held_out_accuracy": (pred == real_labels).double().mean().item(),
-            "held_out_confident_fraction": (conf > 0.9).double().mean().item(),
+            **judge_real(classifier, real, real_labels),
             "samples": {k: report[k] for k in ("frechet", "frechet_floor", "frechet_ratio",
                                                "confident_fraction", "min_class_fraction")},
         })

@@ -41,7 +41,7 @@ import torch
 from diffusion_course.latent import (LatentDiffusion, latent_train_config, load_or_train_codec,
                                      load_or_train_latent_ddpm, reconstruction_report,
                                      seconds_per_image, seconds_per_train_step)
-from diffusion_course.metrics import accuracy, classify, evaluate_samples, load_or_train_classifier
+from diffusion_course.metrics import accuracy, evaluate_samples, judge_real, load_or_train_classifier
 from diffusion_course.mnist import split_available
 from diffusion_course.mnist_ddpm import (HELD_OUT, data_spec, held_out_images, load_or_train_mnist_ddpm,
                                          train_config, training_images)
@@ -189,7 +189,6 @@ def main() -> None:
         print(f"variant {kv}: FD {variants[kv]['evaluation']['frechet']:.3f}, "
               f"PSNR {variants[kv]['autoencoder']['held_out']['psnr_db']:.1f} dB", flush=True)
 
-    _, real_pred, real_conf = classify(classifier, real)
     result = {
         "benchmark": "latent", "profile": cfg.profile, "settings": cfg.as_dict(),
         "pixel_settings": cfg05.as_dict(), "data": data_spec(cfg.train_split, cfg.n_train),
@@ -202,8 +201,7 @@ def main() -> None:
         "pixel": rows["pixel"], "latent": rows["latent"], "latent_variants": variants,
         "seconds_per_image_at_sample_steps_by_precision_short_run": prec,
         "classifier": {"epochs": cfg06.classifier_epochs, "train_images": n06, **clinfo,
-                       "held_out_accuracy": (real_pred == real_y).double().mean().item(),
-                       "held_out_confident_fraction": (real_conf > 0.9).double().mean().item()},
+                       **judge_real(classifier, real, real_y)},
         "machine": machine_info(device),
         "summary": summary(rows["pixel"], rows["latent"]),
     }

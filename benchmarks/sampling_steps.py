@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import classify, evaluate_samples, load_or_train_classifier
+from diffusion_course.metrics import evaluate_samples, judge_real, load_or_train_classifier
 from diffusion_course.mnist_ddpm import (HELD_OUT, benchmark_settings, data_spec, held_out_images, load_or_train_mnist_ddpm,
                                          train_config, training_images)
 from diffusion_course.report import machine_info
@@ -110,9 +110,7 @@ def main() -> None:
     classifier, cinfo = load_or_train_classifier(train_x, train_y, data_spec(cfg.train_split, n_train06),
                                                  epochs=cfg06.classifier_epochs, seed=cfg06.seed)
     real, real_labels = held_out_images()
-    _, real_pred, real_conf = classify(classifier, real)
-    cinfo.update(held_out_accuracy=(real_pred == real_labels).double().mean().item(),
-                 held_out_confident_fraction=(real_conf > 0.9).double().mean().item())
+    cinfo.update(judge_real(classifier, real, real_labels))
 
     n = args.n_samples
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(args.seed))

@@ -74,7 +74,6 @@ def test_latent(tmp_path, real_data_root):
         assert result[model]["seconds_per_image"] > 0
 
 
-
 def test_audio_digits(tmp_path, fsdd_root):
     result = run_benchmark("audio_digits", ["--profile", "ci", "--n-per-digit", "1",
                                             "--ancestral-per-digit", "1"], tmp_path, fsdd_root)
@@ -82,6 +81,7 @@ def test_audio_digits(tmp_path, fsdd_root):
     for sampler in ("ddim", "ancestral"):
         assert result[sampler]["n_samples"] == 10 and 0 <= result[sampler]["accuracy"] <= 1
         assert result[sampler]["frechet"] >= 0 and result[sampler]["frechet_floor"] > 0
+
 
 @pytest.mark.parametrize("bad, message", [(["--epochs", "0"], "--epochs must be positive"),
                                           (["--n-samples", "5"], "--n-samples must lie in 10..1000")])

@@ -43,7 +43,8 @@ def test_sqrtm_psd_squares_back():
 
 # --- chapter 06: the careless route, pixel Wasserstein, sample-size bias, report card ------
 from diffusion_course.metrics import (MNISTClassifier, accuracy, classify, evaluate_samples,
-                                      frechet_naive_from_features, gaussian_stats, pixel_wasserstein)
+                                      frechet_naive_from_features, gaussian_stats, judge_real,
+                                      pixel_wasserstein)
 
 
 def _relu_features(n, d, seed):
@@ -138,6 +139,10 @@ def test_accuracy_and_report_card_on_an_untrained_classifier():
     assert pred.shape == (64,) and ((conf > 0) & (conf <= 1)).all()
     assert accuracy(model, x, pred) == 1.0
     assert accuracy(model, x, (pred + 1) % 10) == 0.0
+    judged = judge_real(model, x, pred)
+    assert judged["held_out_accuracy"] == 1.0
+    assert judged["held_out_confident_fraction"] == (conf > 0.9).double().mean().item()
+    assert judge_real(model, x, pred, confident=0.0)["held_out_confident_fraction"] == 1.0
     report = evaluate_samples(model, x, x, real_floor=x.flip(0))
     for key in ("frechet", "frechet_floor", "frechet_ratio", "confident_fraction",
                 "class_histogram", "min_class_fraction", "pixel_wasserstein"):

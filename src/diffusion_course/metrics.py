@@ -187,6 +187,14 @@ def accuracy(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
     return (pred.cpu() == y.cpu()).double().mean().item()
 
 
+def judge_real(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor, confident: float = 0.9) -> dict:
+    """The judge on real held-out digits, the reference for generated ones: its accuracy and
+    the fraction it labels with confidence above ``confident`` (as ``evaluate_samples``)."""
+    _, pred, conf = classify(model, x)
+    return {"held_out_accuracy": (pred.cpu() == y.cpu()).double().mean().item(),
+            "held_out_confident_fraction": (conf > confident).double().mean().item()}
+
+
 def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: torch.Tensor,
                      real_floor: torch.Tensor | None = None, confident: float = 0.9) -> dict:
     """The chapter-06 report card for a set of generated digits against held-out real ones.

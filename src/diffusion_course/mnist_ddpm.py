@@ -86,11 +86,11 @@ def sample_digits(model, tcfg: TrainConfig, n: int, steps: int, eta: float, gene
                   device: torch.device | str = "cpu", batch_size: int = 250) -> torch.Tensor:
     """``n`` digits [n, 1, 28, 28] from ``model`` (trained with ``tcfg``), in batches, with the
     respaced sampler (``eta`` = 1 ancestral, 0 DDIM) at the training precision; float32."""
-    chunks = []
+    schedule, chunks = tcfg.noise_schedule(), []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         with autocast(tcfg.precision, device):
-            chunks.append(sample(model, (b, 1, 28, 28), tcfg.noise_schedule(), steps=steps, eta=eta,
+            chunks.append(sample(model, (b, 1, 28, 28), schedule, steps=steps, eta=eta,
                                  kind=tcfg.kind, generator=generator, device=device).x0.float())
     return torch.cat(chunks)
 
