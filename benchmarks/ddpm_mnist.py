@@ -11,8 +11,9 @@ machine can make each step many times slower.
 
 Data: the MNIST training split when present. Offline with only the test split, it trains
 on test[0:9000] and evaluates on test[9000:10000]; the JSON's "data" says which.
-The real-vs-real floor is the Frechet distance between N training images and the same N
-held-out images: what a perfect generator of the training data would score.
+The real-vs-real floor is the Frechet distance between N random training images and the same
+N held-out images, averaged over 10 seeded draws: what a perfect generator of the training
+data would score (``metrics.frechet_floor``).
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def main() -> None:
     samples = sample_digits(ema, tcfg, args.n_samples, args.sample_steps, args.eta, gen,
                             cfg.device, args.sample_batch)
     sample_seconds = time.perf_counter() - start
-    report = evaluate_samples(classifier, samples[:n], real[:n], real_floor=images[:n])
+    report = evaluate_samples(classifier, samples[:n], real[:n], floor_pool=images)
     # The same report card for real held-out digits: what a perfect generator would get.
     cinfo.update(judge_real(classifier, real, real_labels))
 

@@ -92,11 +92,12 @@ def main() -> None:
         seconds = time.perf_counter() - start
         x = torch.cat(chunks).clamp(-1, 1)
         _, pred, _ = classify(classifier, x)
-        rep = evaluate_samples(classifier, x[:n], real[:n], real_floor=images[:n])
+        rep = evaluate_samples(classifier, x[:n], real[:n], floor_pool=images)
         per_class = [(pred[requested == c] == c).double().mean().item() for c in range(NUM_CLASSES)]
         rows.append({"w": w, "accuracy": (pred == requested).double().mean().item(),
                      "accuracy_per_class": [round(a, 4) for a in per_class],
                      "frechet": rep["frechet"], "frechet_floor": rep["frechet_floor"],
+                     "frechet_floor_sd": rep["frechet_floor_sd"],
                      "frechet_ratio": rep["frechet_ratio"], "confident_fraction": rep["confident_fraction"],
                      "min_class_fraction": rep["min_class_fraction"],
                      "seconds_per_image": seconds / args.n_samples})

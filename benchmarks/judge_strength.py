@@ -54,7 +54,7 @@ def main() -> None:
     images, labels = training_images(cfg.train_split, cfg.n_train)
     real, real_labels = held_out_images()
     n = args.n_samples
-    if n > len(images):  # the floor compares n training digits with n held-out ones
+    if n > len(images):  # the floor draws n of the training digits
         p.error(f"--n-samples must not exceed the {len(images)} training images")
     ema, info = load_or_train_mnist_ddpm(cfg)
     samples = sample_digits(ema, tcfg, n, args.sample_steps, args.eta,
@@ -63,13 +63,14 @@ def main() -> None:
     judges = []
     for epochs in args.epochs:
         classifier, cinfo = load_or_train_classifier(images, labels, spec, epochs=epochs)
-        report = evaluate_samples(classifier, samples, real[:n], real_floor=images[:n])
+        report = evaluate_samples(classifier, samples, real[:n], floor_pool=images)
         judges.append({
             "epochs": epochs, "trained_now": cinfo["trained_now"],
             "train_seconds": round(cinfo["seconds"], 1) if cinfo["trained_now"] else None,
             **judge_real(classifier, real, real_labels),
-            "samples": {k: report[k] for k in ("frechet", "frechet_floor", "frechet_ratio",
-                                               "confident_fraction", "min_class_fraction")},
+            "samples": {k: report[k] for k in ("frechet", "frechet_floor", "frechet_floor_sd",
+                                               "frechet_ratio", "confident_fraction",
+                                               "min_class_fraction")},
         })
         print(json.dumps(judges[-1]), flush=True)
 

@@ -110,7 +110,7 @@ def main() -> None:
              "classifier_accuracy_on_reconstructions": accuracy(classifier, rec, real_y),
              "classifier_accuracy_on_originals": accuracy(classifier, real, real_y),
              "reconstructions_as_samples": evaluate_samples(classifier, codec.reconstruct(train_x[:n]),
-                                                            real[:n], real_floor=train_x[:n])}
+                                                            real[:n], floor_pool=train_x)}
 
     # 2. cost of a training step (interleaved), from the training data each model sees
     latents = codec.encode(train_x[:2000].to(device)).cpu()
@@ -141,7 +141,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         rows[name] = {"parameters": params, "seconds_per_image": seconds / n,
                       "seconds_per_train_step": step_s[name],
-                      "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], real_floor=train_x[:n])}
+                      "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor_pool=train_x)}
         print(f"{name:6s}: {1000 * seconds / n:.2f} ms/image, FD {rows[name]['evaluation']['frechet']:.3f}, "
               f"FD/floor {rows[name]['evaluation']['frechet_ratio']:.2f}", flush=True)
     # the headline time per image: both models take turns generating --timing-images digits at the same
@@ -185,7 +185,7 @@ def main() -> None:
                             "held_out": {**reconstruction_report(vcodec, real.to(device)),
                                          "classifier_accuracy_on_reconstructions": accuracy(classifier, vrec, real_y)}},
             "latent_model_train_seconds": vlinfo["seconds"], "seconds_per_image": seconds / n,
-            "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], real_floor=train_x[:n])}
+            "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor_pool=train_x)}
         print(f"variant {kv}: FD {variants[kv]['evaluation']['frechet']:.3f}, "
               f"PSNR {variants[kv]['autoencoder']['held_out']['psnr_db']:.1f} dB", flush=True)
 

@@ -14,7 +14,7 @@ For each number of steps (default 10, 20, 50, 100, 250, 1000) and each sampler
 
 it generates --n-samples digits from the same seeded x_T and records seconds per image and the
 chapter-06 report card against the 1,000 held-out digits: Frechet distance on classifier
-features, the real-vs-real floor at the same N (N training digits vs the same held-out digits),
+features, the real-vs-real floor at the same N (N random training digits vs the same held-out digits),
 FD / floor, confident fraction and smallest class fraction. The JSON is rewritten after every
 setting, so an interrupted run keeps what it measured.
 
@@ -134,10 +134,10 @@ def main() -> None:
             x = torch.cat([generate(name, model, chunk, schedule, steps, tcfg.kind, tcfg.precision,
                                     cfg.device, gen) for chunk in x_T.split(args.sample_batch)])
             seconds = time.perf_counter() - start
-            rep = evaluate_samples(classifier, x.clamp(-1, 1), real[:n], real_floor=train_x[:n])
+            rep = evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor_pool=train_x)
             row = {"sampler": name, "steps": steps, "seconds_per_image": seconds / n,
-                   **{k: rep[k] for k in ("frechet", "frechet_floor", "frechet_ratio", "confident_fraction",
-                                          "min_class_fraction", "class_histogram")}}
+                   **{k: rep[k] for k in ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio",
+                                          "confident_fraction", "min_class_fraction", "class_histogram")}}
             result["results"].append(row)
             result["summary"] = summary(result["results"])
             args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -43,8 +43,8 @@ def test_sqrtm_psd_squares_back():
 
 # --- chapter 06: the careless route, pixel Wasserstein, sample-size bias, report card ------
 from diffusion_course.metrics import (MNISTClassifier, accuracy, classify, evaluate_samples,
-                                      frechet_naive_from_features, gaussian_stats, judge_real,
-                                      pixel_wasserstein)
+                                      frechet_floor, frechet_naive_from_features, gaussian_stats,
+                                      judge_real, pixel_wasserstein)
 
 
 def _relu_features(n, d, seed):
@@ -143,13 +143,46 @@ def test_accuracy_and_report_card_on_an_untrained_classifier():
     assert judged["held_out_accuracy"] == 1.0
     assert judged["held_out_confident_fraction"] == (conf > 0.9).double().mean().item()
     assert judge_real(model, x, pred, confident=0.0)["held_out_confident_fraction"] == 1.0
-    report = evaluate_samples(model, x, x, real_floor=x.flip(0))
-    for key in ("frechet", "frechet_floor", "frechet_ratio", "confident_fraction",
+    other = torch.rand(100, 1, 28, 28, generator=g) * 2 - 1
+    report = evaluate_samples(model, x, x, floor_pool=other, floor_draws=3)
+    assert report["floor_draws"] == 3
+    assert report["frechet_ratio"] == report["frechet"] / report["frechet_floor"]
+    for key in ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio", "confident_fraction",
                 "class_histogram", "min_class_fraction", "pixel_wasserstein"):
         assert key in report
     assert report["frechet"] == pytest.approx(0.0, abs=1e-6)
     assert report["pixel_wasserstein"] == 0.0
     assert sum(report["class_histogram"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_floor_draws_random_subsets_not_the_first_n():
+    """Training images stored in two writer groups (like MNIST): the first n are all one group,
+    so FD(pool[:n], held-out) measures the groups' difference; random draws do not."""
+    torch.manual_seed(12)
+    model = MNISTClassifier().eval()
+    g = torch.Generator().manual_seed(12)
+    def writers(n, shift):
+        return (torch.rand(n, 1, 28, 28, generator=g) - 0.5 + shift).clamp(-1, 1)
+    n = 150
+    pool = torch.cat([writers(600, -0.4), writers(600, 0.4)])  # group A first, then group B
+    held_out = torch.cat([writers(n // 2, -0.4), writers(n - n // 2, 0.4)])
+    f_held = classify(model, held_out)[0]
+    floor = frechet_floor(model, pool, f_held, n, draws=4, seed=3)
+    first_n = frechet_from_features(classify(model, pool[:n])[0], f_held)
+    assert floor["frechet_floor"] < 0.5 * first_n, (floor, first_n)
+    # The mean over the seeded draws, each scored as a plain FD: the same numbers by hand.
+    g3 = torch.Generator().manual_seed(3)
+    by_hand = [frechet_from_features(classify(model, pool[torch.randperm(len(pool), generator=g3)[:n]])[0],
+                                     f_held) for _ in range(4)]
+    assert floor["frechet_floor"] == pytest.approx(np.mean(by_hand), rel=1e-6)
+    assert floor["frechet_floor_sd"] == pytest.approx(np.std(by_hand, ddof=1), rel=1e-6)
+    assert floor["frechet_floor_sd"] > 0 and floor["floor_draws"] == 4
+    assert frechet_floor(model, pool, f_held, n, draws=4, seed=3) == floor  # seeded
+    assert frechet_floor(model, pool, f_held, n, draws=1)["frechet_floor_sd"] == 0.0
+    with pytest.raises(ValueError, match="pool of 100"):
+        frechet_floor(model, pool[:100], f_held, n)
+    with pytest.raises(ValueError, match="at least 1"):
+        frechet_floor(model, pool, f_held, n, draws=0)
 
 
 def _two_class_toy(n=320, seed=11):

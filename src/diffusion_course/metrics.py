@@ -195,14 +195,49 @@ def judge_real(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor, confide
             "held_out_confident_fraction": (conf > confident).double().mean().item()}
 
 
+def frechet_floor(classifier: MNISTClassifier, pool: torch.Tensor, real_features: torch.Tensor,
+                  n: int, draws: int = 10, seed: int = 0) -> dict:
+    """The real-vs-real floor: the FD a *perfect* generator would score with ``n`` samples.
+
+    A perfect generator draws from its training data, so the floor is the FD of ``n`` images
+    drawn at random from ``pool`` (the training images) against the held-out features, averaged
+    over ``draws`` seeded draws: one draw is noisy (at N = 200 its spread is a third of its
+    mean). Random, not ``pool[:n]``: MNIST is stored in writer order (the test split's first
+    5,000 digits come from NIST SD-3 writers, the last 5,000 from SD-1), so the first n digits
+    are one kind of writer and their FD measures that shift as well.
+
+    Returns frechet_floor (the mean), frechet_floor_sd (spread of one draw) and floor_draws.
+    """
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"the floor draws n = {n} real images from a pool of {len(pool)}; "
+                         f"pass at least as many training images as samples")
+    if draws < 1:
+        raise ValueError(f"floor draws must be at least 1, got {draws}")
+    g = torch.Generator().manual_seed(seed)
+    picks = [torch.randperm(len(pool), generator=g)[:n] for _ in range(draws)]
+    used = torch.cat(picks).unique()  # classify each image once, however many draws share it
+    row = torch.full((len(pool),), -1, dtype=torch.long)
+    row[used] = torch.arange(len(used))
+    feats = classify(classifier, pool[used.to(pool.device)])[0]
+    fds = np.array([frechet_from_features(feats[row[p].to(feats.device)], real_features)
+                    for p in picks])
+    return {"frechet_floor": float(fds.mean()),
+            "frechet_floor_sd": float(fds.std(ddof=1)) if draws > 1 else 0.0,
+            "floor_draws": draws}
+
+
 def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: torch.Tensor,
-                     real_floor: torch.Tensor | None = None, confident: float = 0.9) -> dict:
+                     floor_pool: torch.Tensor | None = None, floor_draws: int = 10,
+                     confident: float = 0.9) -> dict:
     """The chapter-06 report card for a set of generated digits against held-out real ones.
 
-    ``real_floor``: a second real set of the same size, for the real-vs-real floor.
+    ``floor_pool``: the generator's training images (at least as many as samples), for the
+    real-vs-real floor at the same N (``frechet_floor``: the mean over ``floor_draws`` random
+    draws of N of them).
     Keys: frechet, confident_fraction (max softmax > ``confident``), class_histogram,
     min_class_fraction, pixel_wasserstein (a weak metric, see ``pixel_wasserstein``), and
-    with ``real_floor`` also frechet_floor and frechet_ratio = frechet / frechet_floor.
+    with ``floor_pool`` also frechet_floor, frechet_floor_sd, floor_draws and
+    frechet_ratio = frechet / frechet_floor.
     """
     f_fake, pred, conf = classify(classifier, samples)
     f_real, _, _ = classify(classifier, real)
@@ -212,8 +247,7 @@ def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: t
            "class_histogram": [round(v, 4) for v in hist.tolist()],
            "min_class_fraction": hist.min().item(),
            "pixel_wasserstein": pixel_wasserstein(samples, real)}
-    if real_floor is not None:
-        f_floor, _, _ = classify(classifier, real_floor)
-        out["frechet_floor"] = frechet_from_features(f_floor, f_real)
+    if floor_pool is not None:
+        out.update(frechet_floor(classifier, floor_pool, f_real, len(samples), floor_draws))
         out["frechet_ratio"] = out["frechet"] / max(out["frechet_floor"], 1e-12)
     return out
