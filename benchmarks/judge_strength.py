@@ -5,9 +5,10 @@ of epochs. Writes JSON.
     python benchmarks/judge_strength.py --profile cpu --epochs 1 3 6 16
 
 A better-trained classifier is surer of real digits and of good samples (the confident
-fraction rises), but its features also separate generated from real digits more sharply
-(FD / floor rises). Numbers from different judges are therefore not comparable: the
-course fixes one recipe (``metrics.load_or_train_classifier``, 3 epochs in ``cpu``).
+fraction rises), and its features spread the digits further apart: the FD of the samples and
+the real-vs-real floor both grow, their ratio less so. Numbers from different judges are
+therefore not comparable: the course fixes one recipe (``metrics.load_or_train_classifier``,
+3 epochs in ``cpu``).
 
 The chapter-05 model of the profile comes from the checkpoint cache (trained first if it
 is not there, as chapter 05 would); every classifier is cached too. Data as in

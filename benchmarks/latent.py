@@ -106,10 +106,13 @@ def main() -> None:
 
     # 1. the autoencoder on held-out digits
     rec = codec.reconstruct(real.to(device)).cpu()
+    # n random training digits, reconstructed and scored like samples (MNIST is stored in writer
+    # order, so the first n would not be a fair draw)
+    drawn = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:n]]
     recon = {**reconstruction_report(codec, real.to(device)),
              "classifier_accuracy_on_reconstructions": accuracy(classifier, rec, real_y),
              "classifier_accuracy_on_originals": accuracy(classifier, real, real_y),
-             "reconstructions_as_samples": evaluate_samples(classifier, codec.reconstruct(train_x[:n]),
+             "reconstructions_as_samples": evaluate_samples(classifier, codec.reconstruct(drawn),
                                                             real[:n], floor_pool=train_x)}
 
     # 2. cost of a training step (interleaved), from the training data each model sees
