@@ -200,11 +200,11 @@ def frechet_floor(classifier: MNISTClassifier, pool: torch.Tensor, real_features
     """The real-vs-real floor: the FD a *perfect* generator would score with ``n`` samples.
 
     A perfect generator draws from its training data, so the floor is the FD of ``n`` images
-    drawn at random from ``pool`` (the training images) against the held-out features, averaged
-    over ``draws`` seeded draws: one draw is noisy (at N = 200 its spread is a third of its
-    mean). Random, not ``pool[:n]``: MNIST is stored in writer order (the test split's first
-    5,000 digits come from NIST SD-3 writers, the last 5,000 from SD-1), so the first n digits
-    are one kind of writer and their FD measures that shift as well.
+    drawn at random from ``pool`` (the training images) against the held-out features,
+    averaged over ``draws`` seeded draws: one draw is noisy (at N = 200 its spread is a
+    quarter to a third of its mean). Random, not ``pool[:n]``: MNIST is stored in writer order
+    (the test split's first 5,000 digits come from NIST SD-3 writers, the last 5,000 from
+    SD-1), so the first n digits are one kind of writer and their FD measures that shift too.
 
     Returns frechet_floor (the mean), frechet_floor_sd (spread of one draw) and floor_draws.
     """
