@@ -126,6 +126,16 @@ def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
         training.read_checkpoint(bad)
 
 
+def test_save_atomically_leaves_nothing_half_written(tmp_path):
+    path = tmp_path / "sub" / "weights.pt"
+    training.save_atomically({"w": torch.arange(3)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3))
+    with pytest.raises(Exception):                    # a lambda cannot be pickled: the save fails
+        training.save_atomically({"w": lambda: 0}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3))  # old file intact
+    assert sorted(p.name for p in path.parent.iterdir()) == ["weights.pt"]      # no temporary left
+
+
 def test_bad_config_values():
     with pytest.raises(ValueError, match="kind must be one of"):
         TrainConfig(kind="score")

@@ -32,7 +32,8 @@ from .mnist_ddpm import data_spec, training_images
 from .sampling import sample
 from .schedules import NoiseSchedule
 from .settings import Settings, resolve_precision
-from .training import TrainConfig, autocast, cache_dir, cache_key, load_or_train, lr_at
+from .training import (TrainConfig, autocast, cache_dir, cache_key, load_or_train, lr_at,
+                       save_atomically)
 from .unet import UNet
 
 
@@ -215,9 +216,7 @@ def load_or_train_codec(cfg: Settings, progress: bool = True) -> tuple[LatentCod
     blob = {"model": model.state_dict(), "shift": shift, "scale": scale, "seconds": hist["seconds"],
             "mse": torch.tensor(hist["mse"]), "kl": torch.tensor(hist["kl"]), "config": model.config,
             "recipe": recipe, "data": spec}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(blob, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_atomically(blob, path)
     info = {"path": str(path), "trained_now": True, "key": key, "seconds": hist["seconds"],
             "mse": hist["mse"], "kl": hist["kl"], "data": spec}
     return LatentCodec(model, shift, scale).to(cfg.device), info

@@ -116,9 +116,7 @@ def new_state(model: torch.nn.Module, cfg: TrainConfig) -> TrainState:
 
 
 def save_checkpoint(state: TrainState, cfg: TrainConfig, path: Path, extra: dict | None = None) -> None:
-    """Everything needed to resume exactly, written atomically (tmp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Everything needed to resume exactly, written atomically (``save_atomically``)."""
     blob = {
         "format": "diffusion-course-v1", "config": asdict(cfg), "step": state.step,
         "model": state.model.state_dict(), "ema": state.ema.state_dict(),
@@ -127,10 +125,18 @@ def save_checkpoint(state: TrainState, cfg: TrainConfig, path: Path, extra: dict
         "seconds": state.seconds, "model_config": getattr(state.model, "config", {}),
         "ema_history": state.ema_history, "extra": extra or {},
     }
+    save_atomically(blob, path)
+
+
+def save_atomically(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it to ``path``: an
+    interrupted or failed save leaves nothing half-written there (and no temporary file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(blob, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -257,9 +263,7 @@ def load_or_train_weights(path: Path, model: torch.nn.Module,
         return model.eval(), {"path": str(path), "trained_now": False}
     start = time.perf_counter()
     model = train_model()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_atomically(model.state_dict(), path)
     return model, {"path": str(path), "trained_now": True, "seconds": time.perf_counter() - start}
 
 
