@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import classify, evaluate_samples, judge_real, load_or_train_classifier
+from diffusion_course.metrics import (classify, evaluate_samples, frechet_floor, judge_real,
+                                      load_or_train_classifier)
 from diffusion_course.mnist_ddpm import (NUM_CLASSES, benchmark_settings, cond_train_config, data_spec,
                                          held_out_images, load_or_train_mnist_cond, training_images)
 from diffusion_course.report import machine_info
@@ -72,6 +73,7 @@ def main() -> None:
           f"{info['steps']} steps, {info['seconds']:.0f} s of training on {cfg.train_split}")
     classifier, cinfo = load_or_train_classifier(images, labels, spec, epochs=args.classifier_epochs)
     cinfo.update(judge_real(classifier, real, real_labels))
+    floor = frechet_floor(classifier, images, classify(classifier, real[:n])[0], n)  # one for every w
 
     schedule = tcfg.noise_schedule()
     requested = torch.arange(args.n_samples) % NUM_CLASSES
@@ -92,7 +94,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         x = torch.cat(chunks).clamp(-1, 1)
         _, pred, _ = classify(classifier, x)
-        rep = evaluate_samples(classifier, x[:n], real[:n], floor_pool=images)
+        rep = evaluate_samples(classifier, x[:n], real[:n], floor=floor)
         per_class = [(pred[requested == c] == c).double().mean().item() for c in range(NUM_CLASSES)]
         rows.append({"w": w, "accuracy": (pred == requested).double().mean().item(),
                      "accuracy_per_class": [round(a, 4) for a in per_class],

@@ -41,7 +41,8 @@ import torch
 from diffusion_course.latent import (LatentDiffusion, latent_train_config, load_or_train_codec,
                                      load_or_train_latent_ddpm, reconstruction_report,
                                      seconds_per_image, seconds_per_train_step)
-from diffusion_course.metrics import accuracy, evaluate_samples, judge_real, load_or_train_classifier
+from diffusion_course.metrics import (accuracy, classify, evaluate_samples, frechet_floor, judge_real,
+                                      load_or_train_classifier)
 from diffusion_course.mnist import split_available
 from diffusion_course.mnist_ddpm import (HELD_OUT, data_spec, held_out_images, load_or_train_mnist_ddpm,
                                          train_config, training_images)
@@ -103,6 +104,7 @@ def main() -> None:
                                                   epochs=cfg06.classifier_epochs, seed=cfg06.seed)
     real, real_y = held_out_images()
     n = args.n_samples
+    floor = frechet_floor(classifier, train_x, classify(classifier, real[:n])[0], n)  # one for every set
 
     # 1. the autoencoder on held-out digits
     rec = codec.reconstruct(real.to(device)).cpu()
@@ -113,7 +115,7 @@ def main() -> None:
              "classifier_accuracy_on_reconstructions": accuracy(classifier, rec, real_y),
              "classifier_accuracy_on_originals": accuracy(classifier, real, real_y),
              "reconstructions_as_samples": evaluate_samples(classifier, codec.reconstruct(drawn),
-                                                            real[:n], floor_pool=train_x)}
+                                                            real[:n], floor=floor)}
 
     # 2. cost of a training step (interleaved), from the training data each model sees
     latents = codec.encode(train_x[:2000].to(device)).cpu()
@@ -144,7 +146,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         rows[name] = {"parameters": params, "seconds_per_image": seconds / n,
                       "seconds_per_train_step": step_s[name],
-                      "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor_pool=train_x)}
+                      "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor=floor)}
         print(f"{name:6s}: {1000 * seconds / n:.2f} ms/image, FD {rows[name]['evaluation']['frechet']:.3f}, "
               f"FD/floor {rows[name]['evaluation']['frechet_ratio']:.2f}", flush=True)
     # the headline time per image: both models take turns generating --timing-images digits at the same
@@ -188,7 +190,7 @@ def main() -> None:
                             "held_out": {**reconstruction_report(vcodec, real.to(device)),
                                          "classifier_accuracy_on_reconstructions": accuracy(classifier, vrec, real_y)}},
             "latent_model_train_seconds": vlinfo["seconds"], "seconds_per_image": seconds / n,
-            "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor_pool=train_x)}
+            "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor=floor)}
         print(f"variant {kv}: FD {variants[kv]['evaluation']['frechet']:.3f}, "
               f"PSNR {variants[kv]['autoencoder']['held_out']['psnr_db']:.1f} dB", flush=True)
 

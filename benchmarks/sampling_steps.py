@@ -37,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import evaluate_samples, judge_real, load_or_train_classifier
+from diffusion_course.metrics import (classify, evaluate_samples, frechet_floor, judge_real,
+                                      load_or_train_classifier)
 from diffusion_course.mnist_ddpm import (HELD_OUT, benchmark_settings, data_spec, held_out_images, load_or_train_mnist_ddpm,
                                          train_config, training_images)
 from diffusion_course.report import machine_info
@@ -113,6 +114,7 @@ def main() -> None:
     cinfo.update(judge_real(classifier, real, real_labels))
 
     n = args.n_samples
+    floor = frechet_floor(classifier, train_x, classify(classifier, real[:n])[0], n)  # one for every setting
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(args.seed))
     generate("ddim", model, x_T[:8], schedule, 2, tcfg.kind, tcfg.precision, cfg.device, None)  # warm-up
     result = {
@@ -134,7 +136,7 @@ def main() -> None:
             x = torch.cat([generate(name, model, chunk, schedule, steps, tcfg.kind, tcfg.precision,
                                     cfg.device, gen) for chunk in x_T.split(args.sample_batch)])
             seconds = time.perf_counter() - start
-            rep = evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor_pool=train_x)
+            rep = evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor=floor)
             row = {"sampler": name, "steps": steps, "seconds_per_image": seconds / n,
                    **{k: rep[k] for k in ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio",
                                           "confident_fraction", "min_class_fraction", "class_histogram")}}

@@ -145,8 +145,15 @@ def test_accuracy_and_report_card_on_an_untrained_classifier():
     assert judge_real(model, x, pred, confident=0.0)["held_out_confident_fraction"] == 1.0
     other = torch.rand(100, 1, 28, 28, generator=g) * 2 - 1
     report = evaluate_samples(model, x, x, floor_pool=other, floor_draws=3)
-    assert report["floor_draws"] == 3
+    assert report["floor_draws"] == 3 and report["floor_n"] == len(x)
     assert report["frechet_ratio"] == report["frechet"] / report["frechet_floor"]
+    # a floor computed once gives the same report card, and must be for the same N
+    floor = frechet_floor(model, other, classify(model, x)[0], len(x), draws=3)
+    assert evaluate_samples(model, x, x, floor=floor) == report
+    with pytest.raises(ValueError, match="for N = 64, not for these 32"):
+        evaluate_samples(model, x[:32], x[:32], floor=floor)
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_samples(model, x, x, floor_pool=other, floor=floor)
     for key in ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio", "confident_fraction",
                 "class_histogram", "min_class_fraction", "pixel_wasserstein"):
         assert key in report

@@ -206,7 +206,8 @@ def frechet_floor(classifier: MNISTClassifier, pool: torch.Tensor, real_features
     (the test split's first 5,000 digits come from NIST SD-3 writers, the last 5,000 from
     SD-1), so the first n digits are one kind of writer and their FD measures that shift too.
 
-    Returns frechet_floor (the mean), frechet_floor_sd (spread of one draw) and floor_draws.
+    Returns frechet_floor (the mean), frechet_floor_sd (spread of one draw), floor_draws and
+    floor_n; ``evaluate_samples(..., floor=...)`` reuses it for every set of ``n`` samples.
     """
     if not 1 <= n <= len(pool):
         raise ValueError(f"the floor draws n = {n} real images from a pool of {len(pool)}; "
@@ -215,30 +216,34 @@ def frechet_floor(classifier: MNISTClassifier, pool: torch.Tensor, real_features
         raise ValueError(f"floor draws must be at least 1, got {draws}")
     g = torch.Generator().manual_seed(seed)
     picks = [torch.randperm(len(pool), generator=g)[:n] for _ in range(draws)]
-    used = torch.cat(picks).unique()  # classify each image once, however many draws share it
-    row = torch.full((len(pool),), -1, dtype=torch.long)
-    row[used] = torch.arange(len(used))
+    used = torch.cat(picks).unique()  # sorted; classify each image once, however many draws share it
     feats = classify(classifier, pool[used.to(pool.device)])[0]
-    fds = np.array([frechet_from_features(feats[row[p].to(feats.device)], real_features)
-                    for p in picks])
+    fds = np.array([frechet_from_features(feats[torch.searchsorted(used, p).to(feats.device)],
+                                          real_features) for p in picks])
     return {"frechet_floor": float(fds.mean()),
             "frechet_floor_sd": float(fds.std(ddof=1)) if draws > 1 else 0.0,
-            "floor_draws": draws}
+            "floor_draws": draws, "floor_n": n}
 
 
 def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: torch.Tensor,
                      floor_pool: torch.Tensor | None = None, floor_draws: int = 10,
-                     confident: float = 0.9) -> dict:
+                     floor: dict | None = None, confident: float = 0.9) -> dict:
     """The chapter-06 report card for a set of generated digits against held-out real ones.
 
     ``floor_pool``: the generator's training images (at least as many as samples), for the
     real-vs-real floor at the same N (``frechet_floor``: the mean over ``floor_draws`` random
-    draws of N of them).
+    draws of N of them). Or ``floor``: a ``frechet_floor`` result for the same N and ``real``,
+    computed once for many sets of samples.
     Keys: frechet, confident_fraction (max softmax > ``confident``), class_histogram,
     min_class_fraction, pixel_wasserstein (a weak metric, see ``pixel_wasserstein``), and
-    with ``floor_pool`` also frechet_floor, frechet_floor_sd, floor_draws and
+    with a floor also frechet_floor, frechet_floor_sd, floor_draws, floor_n and
     frechet_ratio = frechet / frechet_floor.
     """
+    if floor is not None and floor_pool is not None:
+        raise ValueError("pass floor_pool (to compute the floor) or floor (computed), not both")
+    if floor is not None and floor["floor_n"] != len(samples):
+        raise ValueError(f"the floor was computed for N = {floor['floor_n']}, not for these "
+                         f"{len(samples)} samples: FDs at different N do not compare")
     f_fake, pred, conf = classify(classifier, samples)
     f_real, _, _ = classify(classifier, real)
     hist = torch.bincount(pred, minlength=10).double() / len(pred)
@@ -248,6 +253,8 @@ def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: t
            "min_class_fraction": hist.min().item(),
            "pixel_wasserstein": pixel_wasserstein(samples, real)}
     if floor_pool is not None:
-        out.update(frechet_floor(classifier, floor_pool, f_real, len(samples), floor_draws))
+        floor = frechet_floor(classifier, floor_pool, f_real, len(samples), floor_draws)
+    if floor is not None:
+        out.update(floor)
         out["frechet_ratio"] = out["frechet"] / max(out["frechet_floor"], 1e-12)
     return out
