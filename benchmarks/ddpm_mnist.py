@@ -1,19 +1,29 @@
-"""Benchmark: train the chapter-05 MNIST DDPM under a profile and time budget, sample,
-and score the samples with the chapter-06 metric. Writes JSON.
+"""Benchmark: train the chapter-05 MNIST DDPM under a profile and time budget (or take the
+reference model shipped with the course), sample, and score the samples with the course's
+judge. Writes JSON.
 
     python benchmarks/ddpm_mnist.py --profile cpu --minutes 10 --out build/benchmarks/ddpm_mnist.json
     python benchmarks/ddpm_mnist.py --set train_steps=2000 --set kind=eps --sample-steps 50
     python benchmarks/ddpm_mnist.py --profile cpu --keep   # also cache the model for the chapters
+    python benchmarks/ddpm_mnist.py --profile cpu --model reference --note "machine idle"
+    python benchmarks/ddpm_mnist.py --set train_steps=24000 --set ema_decay=0.999 \
+        --set precision=bf16 --keep --snapshots    # quality against training minutes
 
-It trains a fresh model every run (in a temporary cache) unless --keep is given. Run it on
-an otherwise idle machine: torch uses every core, and a second busy process on a 2-core
+``--model student`` (the default) trains a fresh model every run (in a temporary cache)
+unless --keep is given; ``--model reference`` scores the shipped reference instead, and the
+JSON then records how it was trained (steps, seconds, machine, command). ``--snapshots`` also
+scores the EMA weights the student's run kept at 5, 15, 40 and 100 % of its steps: a curve of
+quality against training minutes (the reference recipe's settings with --keep find the run
+that made the reference in the cache). A snapshot is not a run of that length: its learning
+rate has not decayed yet, so the curve is a pessimistic bound for shorter runs. Run it on an
+otherwise idle machine: torch uses every core, and a second busy process on a 2-core
 machine can make each step many times slower.
 
-Data: the MNIST training split when present. Offline with only the test split, it trains
-on test[0:9000] and evaluates on test[9000:10000]; the JSON's "data" says which.
-The real-vs-real floor is the Frechet distance between N random training images and the same
-N held-out images, averaged over 10 seeded draws: what a perfect generator of the training
-data would score (``metrics.frechet_floor``).
+Data: the first ``n_train`` digits of MNIST's training split. Evaluation (``judge.load_judge``):
+the samples against all 10,000 digits of the test split, on the features of the course's
+judge; the real-vs-real floor is N random training digits against the same test split, the
+mean of 10 seeded draws: what a perfect generator of the training data would score. The JSON's
+"judge" entry also has the judge's accuracy and confident fraction on the real test digits.
 """
 from __future__ import annotations
 
@@ -28,25 +38,42 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import evaluate_samples, judge_real, load_or_train_classifier
-from diffusion_course.mnist_ddpm import (benchmark_settings, data_spec, held_out_images,
-                                         load_or_train_mnist_ddpm, make_unet, sample_digits,
-                                         train_config, training_images)
+from diffusion_course.judge import load_judge
+from diffusion_course.mnist_ddpm import (MODELS, N_TEST, load_mnist_model, make_unet, sample_digits,
+                                         train_mnist_model)
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
+from diffusion_course.settings import chapter_settings, pick_device
 from diffusion_course.training import CACHE_ENV
 from diffusion_course.unet import count_parameters
 
 
+def train_student(cfg, minutes: float, keep: bool):
+    """(EMA model, info) of the student's model for these chapter-05 settings, trained in a
+    temporary cache (a fresh run every time), or with ``keep`` in the course's cache."""
+    if keep:  # where the chapters find it
+        return train_mnist_model(cfg, max_seconds=minutes * 60)
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="ddpm-benchmark-")
+    try:
+        return train_mnist_model(cfg, max_seconds=minutes * 60)
+    finally:  # restore the user's setting
+        shutil.rmtree(os.environ.pop(CACHE_ENV), ignore_errors=True)
+        if previous is not None:
+            os.environ[CACHE_ENV] = previous
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu")
-    p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+    p.add_argument("--profile", default="cpu", help="profile of the student's model and of the judge")
+    p.add_argument("--model", choices=MODELS, default="student",
+                   help="student: train chapter 05's model now; reference: score the shipped one")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time budget (student)")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="override a chapter-05 knob, e.g. train_steps=2000")
-    p.add_argument("--n-samples", type=int, default=1000)
-    # Ancestral sampling (eta = 1) with 100 respaced steps measured best for the cpu model
-    # (benchmarks/sampling_steps.py); DDIM is --eta 0.
+                   help="override a chapter-05 knob of the student, e.g. train_steps=2000")
+    p.add_argument("--n-samples", type=int, default=1000, help=f"digits scored (10..{N_TEST})")
+    # Ancestral sampling (eta = 1) with 100 respaced steps; DDIM is --eta 0. Which sampler
+    # suits the model: benchmarks/sampling_steps.py.
     p.add_argument("--sample-steps", type=int, default=100)
     p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--sample-batch", type=int, default=250)
@@ -54,57 +81,70 @@ def main() -> None:
     p.add_argument("--keep", action="store_true",
                    help="train into the course's checkpoint cache (reused by the chapters, and "
                         "by this benchmark: then nothing is retrained) instead of a fresh temp one")
+    p.add_argument("--snapshots", action="store_true",
+                   help="also score the EMA snapshots of the student's run (quality against minutes)")
+    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args()
+    if not 10 <= args.n_samples <= N_TEST:
+        p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
+    if args.model == "reference" and (args.set or args.keep or args.snapshots):
+        p.error("--set, --keep and --snapshots apply to --model student only: the reference is "
+                "trained already")
 
-    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    cfg = benchmark_settings(args.profile, overrides)
-    tcfg = train_config(cfg)
-    torch.manual_seed(cfg.seed)
+    if args.model == "reference":
+        ema, info = load_mnist_model(args.profile, "reference")
+    else:
+        overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        cfg = chapter_settings("05", args.profile, **overrides)
+        print(f"{count_parameters(make_unet(cfg)):,} parameters; training {cfg.train_steps} steps, "
+              f"budget {args.minutes} min, on {cfg.n_train} training digits")
+        ema, info = train_student(cfg, args.minutes, args.keep)
+    tcfg, seed, device = info["train_config"], info["settings"]["seed"], pick_device()
 
-    images, labels = training_images(cfg.train_split, cfg.n_train)
-    real, real_labels = held_out_images()
-    n = min(args.n_samples, len(real))
-    print(f"{count_parameters(make_unet(cfg)):,} parameters; training {tcfg.steps} steps, "
-          f"budget {args.minutes} min, on {cfg.train_split} ({len(images)} images)")
-    if args.keep:  # --keep trains into the course's cache, where the chapters find it
-        ema, info = load_or_train_mnist_ddpm(cfg, max_seconds=args.minutes * 60)
-    else:  # measure a fresh run in a temporary cache, then restore the user's setting
-        previous = os.environ.get(CACHE_ENV)
-        os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="ddpm-benchmark-")
-        try:
-            ema, info = load_or_train_mnist_ddpm(cfg, max_seconds=args.minutes * 60)
-        finally:
-            shutil.rmtree(os.environ.pop(CACHE_ENV), ignore_errors=True)
-            if previous is not None:
-                os.environ[CACHE_ENV] = previous
-
-    classifier, cinfo = load_or_train_classifier(images, labels, data_spec(cfg.train_split, cfg.n_train))
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    judge = load_judge(args.profile)
+    gen = torch.Generator().manual_seed(seed + 1)
     start = time.perf_counter()
     samples = sample_digits(ema, tcfg, args.n_samples, args.sample_steps, args.eta, gen,
-                            cfg.device, args.sample_batch)
+                            device, args.sample_batch)
     sample_seconds = time.perf_counter() - start
-    report = evaluate_samples(classifier, samples[:n], real[:n], floor_pool=images)
-    # The same report card for real held-out digits: what a perfect generator would get.
-    cinfo.update(judge_real(classifier, real, real_labels))
+    report = judge.evaluate(samples)
+    snapshots = []
+    for step in sorted(info.get("ema_history", {})) if args.snapshots else []:
+        model = make_unet(cfg).to(device)
+        model.load_state_dict(info["ema_history"][step])
+        x = sample_digits(model.eval(), tcfg, args.n_samples, args.sample_steps, args.eta,
+                          torch.Generator().manual_seed(seed + 1), device, args.sample_batch)
+        r = judge.evaluate(x)
+        snapshots.append({"step": step, "train_minutes": round(info["seconds"] * step / info["steps"] / 60, 2),
+                          **{k: r[k] for k in ("frechet", "frechet_ratio", "confident_fraction",
+                                               "min_class_fraction")}})
+        print(json.dumps(snapshots[-1]), flush=True)
 
+    if info["source"] == "student":
+        losses = info["losses"][-100:]
+        training = {"final_loss_mean_last_100": sum(losses) / len(losses)}
+    else:  # how the reference was trained, from its file (its loss curve holds means of loss_every steps)
+        training = {"final_loss_mean_last_point": info["loss_curve"][-1], "loss_every": info["loss_every"],
+                    "train_command": info["command"], "train_machine": info["machine"],
+                    "trained_on": info["trained_on"]}
     result = {
-        "benchmark": "ddpm_mnist", "profile": cfg.profile, "settings": cfg.as_dict(),
-        "train_config": asdict(tcfg), "data": data_spec(cfg.train_split, cfg.n_train),
+        "benchmark": "ddpm_mnist", "profile": judge.profile, "model": info["source"],
+        "settings": info["settings"], "train_config": asdict(tcfg), "data": info["data"],
         "parameters": count_parameters(ema), "trained_now": info["trained_now"],
         "train_steps_done": info["steps"], "train_complete": info["complete"],
         "train_seconds": round(info["seconds"], 1),
         "train_images_per_second": round(info["steps"] * tcfg.batch_size / info["seconds"], 1),
-        "final_loss_mean_last_100": sum(info["losses"][-100:]) / len(info["losses"][-100:]),
+        **training,
         "sampler": {"steps": args.sample_steps, "eta": args.eta, "clip_x0": True,
                     "n_samples": args.n_samples},
         "sample_seconds_per_image": sample_seconds / args.n_samples,
-        "evaluation": report, "classifier": cinfo,
-        "machine": machine_info(cfg.device),
+        "evaluation": report, "judge": judge.describe(),
+        "snapshots": snapshots,  # train_minutes: the run's seconds per step times the step
+        "machine": machine_info(device), "note": args.note,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("train_steps_done", "train_seconds",
+    print(json.dumps({k: result[k] for k in ("model", "train_steps_done", "train_seconds",
                                              "sample_seconds_per_image", "evaluation")}, indent=2))
 
 

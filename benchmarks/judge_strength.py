@@ -1,19 +1,23 @@
 """Benchmark: how the judge changes the verdict. Scores one fixed set of chapter-05 samples,
-and the real held-out digits, with evaluation classifiers trained for different numbers
-of epochs. Writes JSON.
+and the real test digits, with evaluation classifiers trained for different numbers of
+epochs, next to the course's own judge. Writes JSON.
 
     python benchmarks/judge_strength.py --profile cpu --epochs 1 3 6 16
+    python benchmarks/judge_strength.py --judge-n-train 10000 --model student
 
 A better-trained classifier is surer of real digits and of good samples (the confident
 fraction rises), and its features spread the digits further apart: the FD of the samples and
-the real-vs-real floor both grow, their ratio less so. Numbers from different judges are
-therefore not comparable: the course fixes one recipe (``metrics.load_or_train_classifier``,
-3 epochs in ``cpu``).
+the real-vs-real floor both grow, their ratio less so (see the JSON). Numbers from different
+judges are therefore not comparable: the course fixes one judge per profile
+(``judge.load_judge``, recipes in ``judge.JUDGE_RECIPES``), the "course_judge" row.
 
-The chapter-05 model of the profile comes from the checkpoint cache (trained first if it
-is not there, as chapter 05 would); every classifier is cached too. Data as in
-``ddpm_mnist.py``: offline with only the MNIST test split, models train on test[0:9000]
-and are scored on test[9000:10000].
+Every judge, the course's and the ones trained here (``judge.train_judge_classifier`` on
+the first --judge-n-train digits of MNIST's training split, cached), scores by the same
+protocol (``judge.DigitJudge``): the samples against all 10,000 digits of the test split on
+that judge's features, the floor N random training digits against the same test split (mean
+of 10 seeded draws). The chapter-05 model is the reference shipped with the course
+(``--model reference``, the default) or the student's own (``--model student``, chapter 05's
+settings for the profile with the --set overrides, trained into the cache first if absent).
 """
 from __future__ import annotations
 
@@ -23,64 +27,68 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import evaluate_samples, judge_real, load_or_train_classifier
-from diffusion_course.mnist_ddpm import (HELD_OUT, benchmark_settings, data_spec, held_out_images,
-                                         load_or_train_mnist_ddpm, sample_digits, train_config,
-                                         training_images)
+from diffusion_course.judge import DigitJudge, load_judge, train_judge_classifier
+from diffusion_course.mnist_ddpm import MODELS, N_TEST, load_mnist_model, sample_digits
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
+from diffusion_course.settings import pick_device
+
+SAMPLE_KEYS = ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio", "confident_fraction",
+               "min_class_fraction")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu")
+    p.add_argument("--profile", default="cpu", help="profile of the course's judge and of the student's model")
+    p.add_argument("--model", choices=MODELS, default="reference",
+                   help="the shipped reference, or the student's own chapter-05 model")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="override a chapter-05 knob of the model being judged")
+                   help="override a chapter-05 knob of the student's model being judged")
     p.add_argument("--epochs", type=int, nargs="+", default=[1, 3, 6, 16],
                    help="classifier training epochs, one judge each")
+    p.add_argument("--judge-n-train", type=int, default=60_000,
+                   help="training digits of each judge (the first of MNIST's training split)")
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--sample-steps", type=int, default=100)
     p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/judge_strength.json"))
+    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args()
     if min(args.epochs) < 1:
         p.error(f"--epochs must be positive, got {args.epochs}")
-    if not 10 <= args.n_samples <= HELD_OUT:
-        p.error(f"--n-samples must lie in 10..{HELD_OUT} (the held-out set's size)")
+    if not 10 <= args.n_samples <= N_TEST:
+        p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
+    if not 100 <= args.judge_n_train <= 60_000:
+        p.error("--judge-n-train must lie in 100..60000 (the training split's size)")
 
     overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    cfg = benchmark_settings(args.profile, overrides)
-    tcfg = train_config(cfg)
-    spec = data_spec(cfg.train_split, cfg.n_train)
-    images, labels = training_images(cfg.train_split, cfg.n_train)
-    real, real_labels = held_out_images()
-    n = args.n_samples
-    if n > len(images):  # the floor draws n of the training digits
-        p.error(f"--n-samples must not exceed the {len(images)} training images")
-    ema, info = load_or_train_mnist_ddpm(cfg)
-    samples = sample_digits(ema, tcfg, n, args.sample_steps, args.eta,
-                            torch.Generator().manual_seed(cfg.seed + 1), cfg.device)
+    ema, info = load_mnist_model(args.profile, args.model, **overrides)  # overrides: student only
+    seed, n = info["settings"]["seed"], args.n_samples
+    samples = sample_digits(ema, info["train_config"], n, args.sample_steps, args.eta,
+                            torch.Generator().manual_seed(seed + 1), pick_device())
 
+    course = load_judge(args.profile)
+    report = course.evaluate(samples)
+    course_row = {**course.describe(), "samples": {k: report[k] for k in SAMPLE_KEYS}}
+    print(json.dumps(course_row), flush=True)
     judges = []
     for epochs in args.epochs:
-        classifier, cinfo = load_or_train_classifier(images, labels, spec, epochs=epochs)
-        report = evaluate_samples(classifier, samples, real[:n], floor_pool=images)
+        classifier, cinfo = train_judge_classifier(args.judge_n_train, epochs)
+        judge = DigitJudge(classifier, course.profile, cinfo)  # the course's protocol, this classifier
+        report = judge.evaluate(samples)
         judges.append({
-            "epochs": epochs, "trained_now": cinfo["trained_now"],
+            "epochs": epochs, "n_train": args.judge_n_train, "trained_now": cinfo["trained_now"],
             "train_seconds": round(cinfo["seconds"], 1) if cinfo["trained_now"] else None,
-            **judge_real(classifier, real, real_labels),
-            "samples": {k: report[k] for k in ("frechet", "frechet_floor", "frechet_floor_sd",
-                                               "frechet_ratio", "confident_fraction",
-                                               "min_class_fraction")},
+            **judge.on_real_digits(), "samples": {k: report[k] for k in SAMPLE_KEYS},
         })
         print(json.dumps(judges[-1]), flush=True)
 
     result = {
-        "benchmark": "judge_strength", "profile": cfg.profile, "data": spec,
-        "model": {"settings": cfg.as_dict(), "train_steps": info["steps"]},
-        "sampler": {"steps": args.sample_steps, "eta": args.eta, "n_samples": n,
-                    "seed": cfg.seed + 1},
-        "judges": judges, "machine": machine_info(cfg.device),
+        "benchmark": "judge_strength", "profile": course.profile, "data": info["data"],
+        "model": {"source": info["source"], "settings": info["settings"], "train_steps": info["steps"]},
+        "sampler": {"steps": args.sample_steps, "eta": args.eta, "n_samples": n, "seed": seed + 1},
+        "course_judge": course_row, "judges": judges,
+        "machine": machine_info(pick_device()), "note": args.note,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

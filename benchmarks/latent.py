@@ -1,20 +1,24 @@
 """Benchmark: latent diffusion (chapter 10) against the pixel-space chapter-05 model at the
 same profile: reconstruction error of the autoencoder, training time, time per training step,
-time per image at the same sampler step count, parameters, and the chapter-06 quality metric.
+time per image at the same sampler step count, parameters, and the course judge's report card.
 Writes JSON.
 
     python benchmarks/latent.py                                   # cpu profile, 1,000 digits each
     python benchmarks/latent.py --profile ci --n-samples 100      # smoke test
     python benchmarks/latent.py --set kl_weight=0                 # a plain autoencoder instead of the VAE
     python benchmarks/latent.py --variant kl_weight=0             # ... and also score that one
+    python benchmarks/latent.py --model student                   # against the student's pixel model
 
-Both models come from the course's checkpoint cache (trained there first if absent, as the
-chapters do: the chapter-10 autoencoder and latent model with ``latent.load_or_train_codec``
-and ``latent.load_or_train_latent_ddpm``, the chapter-05 model with
-``mnist_ddpm.load_or_train_mnist_ddpm``); the training times reported are the ones measured
-when they were trained. Data: the MNIST training split when present; offline with only the
-test split, everything trains on test[0:9000] and is evaluated on test[9000:10000] (the
-JSON's "data" says which).
+The chapter-10 autoencoder and latent model come from the course's checkpoint cache (trained
+there first if absent, as the chapter does: ``latent.load_or_train_codec`` and
+``latent.load_or_train_latent_ddpm``); the pixel-space chapter-05 model is the reference
+shipped with the course (``--model reference``, the default) or the student's own
+(``--model student``, chapter 05's settings for the profile), from
+``mnist_ddpm.load_mnist_model``. The training times reported are the ones measured when the
+models were trained. Data: the first ``n_train`` digits of MNIST's training split.
+Evaluation (``judge.load_judge``): the samples against all 10,000 digits of the test split,
+the floor N random training digits against the same test split (mean of 10 seeded draws);
+the autoencoder's reconstruction error on N random test digits.
 
 Timing: time per image is measured with both models taking turns, each generating
 --timing-images digits per turn with the same sampler and step count, the latent one
@@ -26,8 +30,8 @@ Time per training step is the fastest of a few interleaved steps of each model. 
 otherwise idle machine if you can; a busy one slows both models, though not always alike.
 
 Target (issue 6): the latent model samples >= 4x faster per image than the pixel model at
-the same step count, with a Frechet distance (on chapter-06 classifier features, against
-the 1,000 held-out digits) at most 1.5x the pixel model's.
+the same step count, with a Frechet distance (on the judge's features, against the test
+split) at most 1.5x the pixel model's.
 """
 from __future__ import annotations
 
@@ -38,14 +42,12 @@ from pathlib import Path
 
 import torch
 
+from diffusion_course.judge import load_judge
 from diffusion_course.latent import (LatentDiffusion, latent_train_config, load_or_train_codec,
                                      load_or_train_latent_ddpm, reconstruction_report,
                                      seconds_per_image, seconds_per_train_step)
-from diffusion_course.metrics import (accuracy, classify, evaluate_samples, frechet_floor, judge_real,
-                                      load_or_train_classifier)
-from diffusion_course.mnist import split_available
-from diffusion_course.mnist_ddpm import (HELD_OUT, data_spec, held_out_images, load_or_train_mnist_ddpm,
-                                         train_config, training_images)
+from diffusion_course.metrics import accuracy
+from diffusion_course.mnist_ddpm import MODELS, N_TEST, data_spec, load_mnist_model, training_images
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
 from diffusion_course.sampling import sample
@@ -67,9 +69,12 @@ def summary(pixel: dict, latent: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu")
+    p.add_argument("--model", choices=MODELS, default="reference",
+                   help="the pixel-space model compared against: the shipped reference, or the "
+                        "student's own chapter-05 model (the chapter-10 knob MODEL)")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                    help="override a chapter-10 knob, e.g. kl_weight=0 or train_steps=3000")
-    p.add_argument("--n-samples", type=int, default=1000, help=f"digits per model (at most {HELD_OUT})")
+    p.add_argument("--n-samples", type=int, default=1000, help=f"digits per model (10..{N_TEST})")
     p.add_argument("--sample-batch", type=int, default=250)
     p.add_argument("--timing-images", type=int, default=50, help="digits per timed turn")
     p.add_argument("--timing-repeats", type=int, default=3, help="timed turns per model")
@@ -77,45 +82,38 @@ def main() -> None:
                    help="also train (or load) and score a latent model with this chapter-10 knob changed, "
                         "e.g. kl_weight=0 (reconstruction, quality and time per image only)")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/latent.json"))
+    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args()
-    if not 10 <= args.n_samples <= HELD_OUT:
-        p.error(f"--n-samples must lie in 10..{HELD_OUT} (the held-out set's size)")
+    if not 10 <= args.n_samples <= N_TEST:
+        p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
     torch.set_num_threads(torch.get_num_threads())  # respect OMP_NUM_THREADS
 
     overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    if "train_split" not in overrides and not split_available("train"):
-        overrides = {**overrides, "train_split": "test"}
-    cfg = chapter_settings("10", args.profile, **overrides)
-    if cfg.train_split == "test" and cfg.n_train > 10_000 - HELD_OUT:
-        cfg = chapter_settings("10", args.profile, **{**overrides, "n_train": 10_000 - HELD_OUT})
-    cfg05 = chapter_settings("05", args.profile, train_split=cfg.train_split)
-    cfg06 = chapter_settings("06", args.profile, train_split=cfg.train_split)
+    cfg = chapter_settings("10", args.profile, **{**overrides, "model": args.model})
     device = cfg.device
 
-    # the two models, the chapter-06 judge, the data
-    pixel_model, pinfo = load_or_train_mnist_ddpm(cfg05)
-    tcfg05 = train_config(cfg05)
+    # the two models, the course's judge, the data
+    pixel_model, pinfo = load_mnist_model(args.profile, cfg.model)
+    tcfg05 = pinfo["train_config"]
     codec, cinfo = load_or_train_codec(cfg)
     unet, linfo = load_or_train_latent_ddpm(cfg, codec, cinfo["key"])
     tcfg10 = latent_train_config(cfg)
-    n06 = min(cfg06.n_train, 10_000 - HELD_OUT) if cfg.train_split == "test" else cfg06.n_train
-    train_x, train_y = training_images(cfg.train_split, n06)
-    classifier, clinfo = load_or_train_classifier(train_x, train_y, data_spec(cfg.train_split, n06),
-                                                  epochs=cfg06.classifier_epochs, seed=cfg06.seed)
-    real, real_y = held_out_images()
+    train_x = training_images(cfg.n_train)[0]
+    judge = load_judge(args.profile)
     n = args.n_samples
-    floor = frechet_floor(classifier, train_x, classify(classifier, real[:n])[0], n)  # one for every set
+    # n random test digits and n random training digits (MNIST is stored in writer order, so
+    # the first n would not be a fair draw)
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(judge.test_x), generator=g)[:n]
+    real, real_y = judge.test_x[pick], judge.test_y[pick]
+    drawn = train_x[torch.randperm(len(train_x), generator=g)[:n]]
 
-    # 1. the autoencoder on held-out digits
+    # 1. the autoencoder on test digits; training digits reconstructed and scored like samples
     rec = codec.reconstruct(real.to(device)).cpu()
-    # n random training digits, reconstructed and scored like samples (MNIST is stored in writer
-    # order, so the first n would not be a fair draw)
-    drawn = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:n]]
-    recon = {**reconstruction_report(codec, real.to(device)),
-             "classifier_accuracy_on_reconstructions": accuracy(classifier, rec, real_y),
-             "classifier_accuracy_on_originals": accuracy(classifier, real, real_y),
-             "reconstructions_as_samples": evaluate_samples(classifier, codec.reconstruct(drawn),
-                                                            real[:n], floor=floor)}
+    recon = {**reconstruction_report(codec, real.to(device)), "test_digits": n,
+             "classifier_accuracy_on_reconstructions": accuracy(judge.classifier, rec, real_y),
+             "classifier_accuracy_on_originals": accuracy(judge.classifier, real, real_y),
+             "reconstructions_as_samples": judge.evaluate(codec.reconstruct(drawn.to(device)))}
 
     # 2. cost of a training step (interleaved), from the training data each model sees
     latents = codec.encode(train_x[:2000].to(device)).cpu()
@@ -145,8 +143,7 @@ def main() -> None:
         x = torch.cat([generate(min(args.sample_batch, n - i), gen) for i in range(0, n, args.sample_batch)])
         seconds = time.perf_counter() - start
         rows[name] = {"parameters": params, "seconds_per_image": seconds / n,
-                      "seconds_per_train_step": step_s[name],
-                      "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor=floor)}
+                      "seconds_per_train_step": step_s[name], "evaluation": judge.evaluate(x)}
         print(f"{name:6s}: {1000 * seconds / n:.2f} ms/image, FD {rows[name]['evaluation']['frechet']:.3f}, "
               f"FD/floor {rows[name]['evaluation']['frechet_ratio']:.2f}", flush=True)
     # the headline time per image: both models take turns generating --timing-images digits at the same
@@ -157,7 +154,7 @@ def main() -> None:
     for name in rows:
         rows[name]["seconds_per_image_full_run"] = rows[name]["seconds_per_image"]
         rows[name]["seconds_per_image"] = timing[name]
-    rows["pixel"].update(train_seconds=pinfo["seconds"], train_steps=pinfo["steps"],
+    rows["pixel"].update(model=pinfo["source"], train_seconds=pinfo["seconds"], train_steps=pinfo["steps"],
                          batch_size=tcfg05.batch_size, trained_now=pinfo["trained_now"])
     rows["latent"].update(train_seconds=cinfo["seconds"] + linfo["seconds"], train_steps=linfo["steps"],
                           batch_size=tcfg10.batch_size, trained_now=linfo["trained_now"] or cinfo["trained_now"],
@@ -174,7 +171,7 @@ def main() -> None:
     variants = {}
     for kv in args.variant:
         k, v = kv.split("=", 1)
-        vcfg = chapter_settings("10", args.profile, **{**overrides, "n_train": cfg.n_train, k: parse_value(v)})
+        vcfg = chapter_settings("10", args.profile, **{**overrides, k: parse_value(v)})
         vcodec, vcinfo = load_or_train_codec(vcfg)
         vunet, vlinfo = load_or_train_latent_ddpm(vcfg, vcodec, vcinfo["key"])
         vldm = LatentDiffusion(vunet, vcodec, latent_train_config(vcfg).noise_schedule(), kind="v", precision="fp32")
@@ -188,15 +185,16 @@ def main() -> None:
             "autoencoder": {"variational": vcodec.autoencoder.config["variational"], "shift": vcodec.shift,
                             "scale": vcodec.scale, "train_seconds": vcinfo["seconds"],
                             "held_out": {**reconstruction_report(vcodec, real.to(device)),
-                                         "classifier_accuracy_on_reconstructions": accuracy(classifier, vrec, real_y)}},
+                                         "classifier_accuracy_on_reconstructions":
+                                             accuracy(judge.classifier, vrec, real_y)}},
             "latent_model_train_seconds": vlinfo["seconds"], "seconds_per_image": seconds / n,
-            "evaluation": evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor=floor)}
+            "evaluation": judge.evaluate(x)}
         print(f"variant {kv}: FD {variants[kv]['evaluation']['frechet']:.3f}, "
               f"PSNR {variants[kv]['autoencoder']['held_out']['psnr_db']:.1f} dB", flush=True)
 
     result = {
         "benchmark": "latent", "profile": cfg.profile, "settings": cfg.as_dict(),
-        "pixel_settings": cfg05.as_dict(), "data": data_spec(cfg.train_split, cfg.n_train),
+        "pixel_settings": pinfo["settings"], "data": data_spec(cfg.n_train),
         "autoencoder": {"variational": codec.autoencoder.config["variational"], "kl_weight": cfg.kl_weight,
                         "latent_shape": list(codec.latent_shape), "shift": codec.shift, "scale": codec.scale,
                         "train_seconds": cinfo["seconds"], "trained_now": cinfo["trained_now"],
@@ -205,9 +203,7 @@ def main() -> None:
                     "pixel_clip_x0": True, "latent_clip_x0": False},
         "pixel": rows["pixel"], "latent": rows["latent"], "latent_variants": variants,
         "seconds_per_image_at_sample_steps_by_precision_short_run": prec,
-        "classifier": {"epochs": cfg06.classifier_epochs, "train_images": n06, **clinfo,
-                       **judge_real(classifier, real, real_y)},
-        "machine": machine_info(device),
+        "judge": judge.describe(), "machine": machine_info(device), "note": args.note,
         "summary": summary(rows["pixel"], rows["latent"]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

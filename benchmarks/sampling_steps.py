@@ -13,14 +13,16 @@ For each number of steps (default 10, 20, 50, 100, 250, 1000) and each sampler
     ode   probability-flow ODE of the VP SDE, Euler in rho = -log abar (sde.sample_sde, "ode")
 
 it generates --n-samples digits from the same seeded x_T and records seconds per image and the
-chapter-06 report card against the 1,000 held-out digits: Frechet distance on classifier
-features, the real-vs-real floor at the same N (N random training digits vs the same held-out digits),
-FD / floor, confident fraction and smallest class fraction. The JSON is rewritten after every
-setting, so an interrupted run keeps what it measured.
+course judge's report card (``judge.load_judge``): Frechet distance on the judge's features
+against all 10,000 digits of MNIST's test split, the real-vs-real floor at the same N (N random
+training digits vs the same test split, mean of 10 seeded draws), FD / floor, confident
+fraction and smallest class fraction. The JSON is rewritten after every setting, so an
+interrupted run keeps what it measured.
 
-The chapter-05 model and the chapter-06 classifier come from the course's checkpoint cache
-(trained there first if absent, as the chapters do). Offline with only the MNIST test split,
-it uses train_split "test" and n_train 9,000, as benchmarks/ddpm_mnist.py does.
+The chapter-05 model is the reference shipped with the course (``--model reference``, the
+default) or the student's own (``--model student``: chapter 05's settings for the profile with
+the --set overrides, trained into the course's checkpoint cache first if absent, as chapter
+05 does). The judge comes from the same cache.
 
 Cost: one network evaluation per image and step, so the full default table is
 2 samplers x 1,430 steps x 1,000 digits = 2.9 million evaluations (each sampler-step a few ms
@@ -37,17 +39,16 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.metrics import (classify, evaluate_samples, frechet_floor, judge_real,
-                                      load_or_train_classifier)
-from diffusion_course.mnist_ddpm import (HELD_OUT, benchmark_settings, data_spec, held_out_images, load_or_train_mnist_ddpm,
-                                         train_config, training_images)
+from diffusion_course.judge import load_judge
+from diffusion_course.mnist_ddpm import MODELS, N_TEST, load_mnist_model
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
 from diffusion_course.sampling import sample
 from diffusion_course.sde import sample_sde
-from diffusion_course.settings import chapter_settings
+from diffusion_course.settings import pick_device
 from diffusion_course.training import autocast
 from diffusion_course.unet import count_parameters
+
 
 SAMPLERS = {"ddpm": "ancestral DDPM update, eta = 1 (sampling.sample)",
             "ddim": "DDIM, eta = 0 (sampling.sample)",
@@ -81,51 +82,42 @@ def summary(results: list[dict]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", help="profile of the chapter-05 model (ci, cpu, gpu)")
+    p.add_argument("--profile", default="cpu", help="profile of the judge and of the student's model")
+    p.add_argument("--model", choices=MODELS, default="reference",
+                   help="the shipped reference, or the student's own chapter-05 model")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="override a chapter-05 knob, e.g. train_steps=2000")
+                   help="override a chapter-05 knob of the student's model, e.g. train_steps=2000")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 250, 1000])
     p.add_argument("--samplers", nargs="+", default=["ddpm", "ddim"], choices=sorted(SAMPLERS))
-    p.add_argument("--n-samples", type=int, default=1000, help=f"digits per setting (at most {HELD_OUT})")
+    p.add_argument("--n-samples", type=int, default=1000, help=f"digits per setting (10..{N_TEST})")
     p.add_argument("--sample-batch", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/sampling_steps.json"))
+    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args()
-    if not 10 <= args.n_samples <= HELD_OUT:
-        p.error(f"--n-samples must lie in 10..{HELD_OUT} (the held-out set's size)")
+    if not 10 <= args.n_samples <= N_TEST:
+        p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
 
     overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    cfg = benchmark_settings(args.profile, overrides)
-    tcfg = train_config(cfg)
+    model, info = load_mnist_model(args.profile, args.model, **overrides)  # overrides: student only
+    tcfg, device = info["train_config"], pick_device()
     schedule = tcfg.noise_schedule()
     bad = [s for s in args.steps if not 1 <= s <= schedule.T]
     if bad:
         p.error(f"--steps must lie in 1..{schedule.T}, got {bad}")
-
-    model, info = load_or_train_mnist_ddpm(cfg)
-    model = model.to(cfg.device).eval()
-    # the chapter-06 judge of this profile (the same cached classifier chapters 06 and 07 use)
-    cfg06 = chapter_settings("06", args.profile, train_split=cfg.train_split)
-    n_train06 = min(cfg06.n_train, 10_000 - HELD_OUT) if cfg.train_split == "test" else cfg06.n_train
-    train_x, train_y = training_images(cfg.train_split, n_train06)
-    classifier, cinfo = load_or_train_classifier(train_x, train_y, data_spec(cfg.train_split, n_train06),
-                                                 epochs=cfg06.classifier_epochs, seed=cfg06.seed)
-    real, real_labels = held_out_images()
-    cinfo.update(judge_real(classifier, real, real_labels))
+    judge = load_judge(args.profile)
 
     n = args.n_samples
-    floor = frechet_floor(classifier, train_x, classify(classifier, real[:n])[0], n)  # one for every setting
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(args.seed))
-    generate("ddim", model, x_T[:8], schedule, 2, tcfg.kind, tcfg.precision, cfg.device, None)  # warm-up
+    generate("ddim", model, x_T[:8], schedule, 2, tcfg.kind, tcfg.precision, device, None)  # warm-up
     result = {
-        "benchmark": "sampling_steps", "profile": cfg.profile, "settings": cfg.as_dict(),
-        "data": data_spec(cfg.train_split, cfg.n_train), "model_parameters": count_parameters(model),
+        "benchmark": "sampling_steps", "profile": judge.profile, "model": info["source"],
+        "settings": info["settings"], "data": info["data"], "model_parameters": count_parameters(model),
         "model_trained_now": info["trained_now"], "model_train_steps": info["steps"],
         "kind": tcfg.kind, "precision": tcfg.precision, "schedule": f"{tcfg.schedule}, T = {tcfg.T}",
         "samplers": {s: SAMPLERS[s] for s in args.samplers}, "clip_x0": True, "spacing": "uniform",
         "n_samples": n, "seed": args.seed, "sample_batch": args.sample_batch,
-        "classifier": {"epochs": cfg06.classifier_epochs, "train_images": n_train06, **cinfo},
-        "machine": machine_info(cfg.device),
+        "judge": judge.describe(), "machine": machine_info(device), "note": args.note,
         "results": [],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,9 +126,9 @@ def main() -> None:
             gen = torch.Generator().manual_seed(args.seed + 1)
             start = time.perf_counter()
             x = torch.cat([generate(name, model, chunk, schedule, steps, tcfg.kind, tcfg.precision,
-                                    cfg.device, gen) for chunk in x_T.split(args.sample_batch)])
+                                    device, gen) for chunk in x_T.split(args.sample_batch)])
             seconds = time.perf_counter() - start
-            rep = evaluate_samples(classifier, x.clamp(-1, 1), real[:n], floor=floor)
+            rep = judge.evaluate(x)  # the floor at this N is computed once, for every setting
             row = {"sampler": name, "steps": steps, "seconds_per_image": seconds / n,
                    **{k: rep[k] for k in ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio",
                                           "confident_fraction", "min_class_fraction", "class_histogram")}}

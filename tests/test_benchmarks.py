@@ -1,6 +1,8 @@
-"""Every benchmark command runs end to end at toy size and writes sane JSON (about two
-minutes in all), so none of them rots between the long runs whose numbers the chapters
-quote. The numbers here mean nothing; the point is that the commands still work."""
+"""Every benchmark command runs end to end at toy size and writes sane JSON, so none of them
+rots between the long runs whose numbers the chapters quote. The numbers here mean nothing;
+the point is that the commands still work. The MNIST ones score with the `ci` judge and use
+a toy student model (the shipped reference may not exist yet); one test scores the reference
+when its file is there and pinned."""
 import json
 import os
 import subprocess
@@ -9,8 +11,12 @@ import sys
 import pytest
 
 from conftest import REPO
+from diffusion_course import reference
+from diffusion_course.mnist_ddpm import REFERENCE_RECIPES
 
-MNIST_TOY = ["--profile", "ci", "--set", "train_split=test", "--set", "n_train=300"]
+MNIST_TOY = ["--profile", "ci", "--model", "student", "--set", "n_train=300"]
+REFERENCE_SHIPPED = (reference.reference_path("mnist-ddpm").exists()
+                     and reference.SHA256["mnist-ddpm"] is not None)
 
 
 def run_benchmark(name, args, tmp_path, data_root):
@@ -24,29 +30,55 @@ def run_benchmark(name, args, tmp_path, data_root):
 
 
 def check_report(report, n):
-    assert report["n_samples"] == n
-    assert report["frechet"] >= 0 and report["frechet_floor"] > 0
+    assert report["n_samples"] == n and report["floor_n"] == n and report["floor_draws"] == 10
+    assert report["frechet"] >= 0 and report["frechet_floor"] > 0 and report["frechet_ratio"] > 0
     assert report["frechet_ratio"] == pytest.approx(report["frechet"] / report["frechet_floor"])
     assert 0 <= report["confident_fraction"] <= 1
     assert sum(report["class_histogram"]) == pytest.approx(1)
 
 
+def check_judge(judge):
+    """The course judge's entry: the ci recipe, scored on the whole test split."""
+    assert judge["profile"] == "ci" and judge["reference"] == "test[0:10000]"
+    assert 0 <= judge["held_out_accuracy"] <= 1 and 0 <= judge["held_out_confident_fraction"] <= 1
+
+
 def test_ddpm_mnist(tmp_path, real_data_root):
     result = run_benchmark("ddpm_mnist", [*MNIST_TOY, "--n-samples", "40", "--sample-steps", "4",
-                                          "--sample-batch", "16"], tmp_path, real_data_root)
+                                          "--sample-batch", "16", "--note", "toy"], tmp_path, real_data_root)
+    assert result["model"] == "student" and result["note"] == "toy" and "cpu" in result["machine"]
     assert result["train_complete"] and result["train_steps_done"] == result["settings"]["train_steps"]
-    assert result["data"]["train_images"] == "test[0:300]" and result["sampler"]["steps"] == 4
+    assert result["data"]["train_images"] == "train[0:300]" and result["sampler"]["steps"] == 4
     check_report(result["evaluation"], 40)
+    check_judge(result["judge"])
     assert not any((tmp_path / "cache").glob("mnist-ddpm-*"))  # trained in a temporary cache
 
 
+@pytest.mark.skipif(not REFERENCE_SHIPPED, reason="the reference mnist-ddpm file is not shipped and pinned yet")
+def test_ddpm_mnist_scores_the_reference(tmp_path, real_data_root):
+    result = run_benchmark("ddpm_mnist", ["--profile", "ci", "--model", "reference", "--n-samples", "40",
+                                          "--sample-steps", "4", "--sample-batch", "16"],
+                           tmp_path, real_data_root)
+    assert result["model"] == "reference" and not result["trained_now"] and result["train_complete"]
+    assert result["train_steps_done"] == REFERENCE_RECIPES["mnist-ddpm"]["overrides"]["train_steps"]
+    assert result["train_command"] == "python -m diffusion_course.reference mnist-ddpm"
+    assert result["train_seconds"] > 0 and result["train_machine"]["cpu"]
+    check_report(result["evaluation"], 40)
+    check_judge(result["judge"])
+    assert not any((tmp_path / "cache").glob("mnist-ddpm-*"))  # nothing trained
+
+
 def test_judge_strength(tmp_path, real_data_root):
-    result = run_benchmark("judge_strength", [*MNIST_TOY, "--epochs", "1", "2", "--n-samples", "40",
-                                              "--sample-steps", "4"], tmp_path, real_data_root)
+    result = run_benchmark("judge_strength", [*MNIST_TOY, "--epochs", "1", "2", "--judge-n-train", "300",
+                                              "--n-samples", "40", "--sample-steps", "4"],
+                           tmp_path, real_data_root)
+    assert result["model"]["source"] == "student"
+    check_judge(result["course_judge"])
     assert [j["epochs"] for j in result["judges"]] == [1, 2]
-    for judge in result["judges"]:
+    for judge in (result["course_judge"], *result["judges"]):
         assert 0 <= judge["held_out_accuracy"] <= 1 and 0 <= judge["held_out_confident_fraction"] <= 1
-        assert judge["samples"]["frechet_floor"] > 0 and judge["trained_now"]
+        assert judge["samples"]["frechet_floor"] > 0 and judge["samples"]["frechet_ratio"] > 0
+    assert all(j["trained_now"] and j["n_train"] == 300 for j in result["judges"])
 
 
 def test_sampling_steps(tmp_path, real_data_root):
@@ -54,24 +86,31 @@ def test_sampling_steps(tmp_path, real_data_root):
                                               "ode", "--n-samples", "20"], tmp_path, real_data_root)
     settings = {(r["sampler"], r["steps"]) for r in result["results"]}
     assert settings == {(s, k) for s in ("ddpm", "ddim", "ode") for k in (2, 4)}
-    assert all(r["frechet"] >= 0 and r["seconds_per_image"] > 0 for r in result["results"])
+    assert all(r["frechet"] >= 0 and r["frechet_ratio"] > 0 and r["seconds_per_image"] > 0
+               for r in result["results"])
+    assert result["model"] == "student" and result["data"]["train_images"] == "train[0:300]"
+    check_judge(result["judge"])
 
 
 def test_guidance(tmp_path, real_data_root):
     result = run_benchmark("guidance", [*MNIST_TOY, "--weights", "0,2", "--n-samples", "20",
-                                        "--sample-steps", "4", "--classifier-epochs", "1"],
-                           tmp_path, real_data_root)
+                                        "--sample-steps", "4"], tmp_path, real_data_root)
     assert [r["w"] for r in result["weights"]] == [0.0, 2.0]
-    assert all(0 <= r["accuracy"] <= 1 and r["frechet_floor"] > 0 for r in result["weights"])
+    assert all(0 <= r["accuracy"] <= 1 and r["frechet_floor"] > 0 and r["frechet_ratio"] > 0
+               for r in result["weights"])
+    assert result["model"] == "student" and result["train_config"]["label_dropout"] > 0
+    check_judge(result["judge"])
 
 
 def test_latent(tmp_path, real_data_root):
-    result = run_benchmark("latent", ["--profile", "ci", "--set", "train_split=test", "--n-samples", "20",
-                                      "--timing-images", "4", "--timing-repeats", "1"],
+    result = run_benchmark("latent", ["--profile", "ci", "--model", "student", "--set", "n_train=300",
+                                      "--n-samples", "20", "--timing-images", "4", "--timing-repeats", "1"],
                            tmp_path, real_data_root)
     for model in ("pixel", "latent"):
         check_report(result[model]["evaluation"], 20)
         assert result[model]["seconds_per_image"] > 0
+    assert result["pixel"]["model"] == "student" and result["data"]["train_images"] == "train[0:300]"
+    check_judge(result["judge"])
 
 
 def test_audio_digits(tmp_path, fsdd_root):
@@ -84,7 +123,10 @@ def test_audio_digits(tmp_path, fsdd_root):
 
 
 @pytest.mark.parametrize("bad, message", [(["--epochs", "0"], "--epochs must be positive"),
-                                          (["--n-samples", "5"], "--n-samples must lie in 10..1000")])
+                                          (["--n-samples", "5"], "--n-samples must lie in 10..10000"),
+                                          (["--n-samples", "10001"], "--n-samples must lie in 10..10000"),
+                                          (["--judge-n-train", "50"], "--judge-n-train must lie in"),
+                                          (["--model", "teacher"], "invalid choice")])
 def test_judge_strength_rejects_bad_arguments(tmp_path, bad, message):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "judge_strength.py"), *bad],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)

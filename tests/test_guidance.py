@@ -210,30 +210,28 @@ def test_sdedit_with_a_label_moves_towards_the_class():
 def test_cond_train_config_is_the_chapter05_recipe_with_label_dropout():
     from dataclasses import asdict
 
-    from diffusion_course.mnist_ddpm import cond_train_config, train_config
+    from diffusion_course.mnist_ddpm import LABEL_DROPOUT, train_config
     from diffusion_course.settings import chapter_settings
 
     cfg = chapter_settings("05", "cpu")
-    base, cond = asdict(train_config(cfg)), asdict(cond_train_config(cfg, 0.2))
-    assert cond.pop("label_dropout") == 0.2 and base.pop("label_dropout") == 0.0
+    base, cond = asdict(train_config(cfg)), asdict(train_config(cfg, conditional=True))
+    assert cond.pop("label_dropout") == LABEL_DROPOUT and 0 < LABEL_DROPOUT < 1
+    assert base.pop("label_dropout") == 0.0
     assert cond == base
-    with pytest.raises(ValueError, match=r"label_dropout must lie in \(0, 1\)"):
-        cond_train_config(cfg, 0.0)
 
 
 def test_conditional_mnist_model_trains_and_is_cached(real_data_root, tmp_path, monkeypatch):
-    from diffusion_course.mnist_ddpm import load_or_train_mnist_cond
-    from diffusion_course.settings import chapter_settings
+    from diffusion_course.mnist_ddpm import load_mnist_model
 
     monkeypatch.setenv("COURSE_DATA_ROOT", str(real_data_root))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     monkeypatch.setenv("COURSE_DEVICE", "cpu")
-    cfg = chapter_settings("05", "ci", train_split="test", n_train=256, train_steps=3, batch_size=8,
-                           base_width=8)
-    model, info = load_or_train_mnist_cond(cfg, progress=False)
+    small = dict(n_train=256, train_steps=3, batch_size=8, base_width=8)
+    model, info = load_mnist_model("ci", "student", conditional=True, progress=False, **small)
     assert info["trained_now"] and info["complete"] and model.num_classes == 10
+    assert info["source"] == "student" and info["train_config"].label_dropout > 0
     assert [p.name.split("-")[:2] for p in tmp_path.glob("*.pt")] == [["mnist", "cond"]]
-    again, info2 = load_or_train_mnist_cond(cfg, progress=False)
+    again, info2 = load_mnist_model("ci", "student", conditional=True, progress=False, **small)
     assert not info2["trained_now"]
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():

@@ -154,7 +154,7 @@ def test_latent_sampler_is_deterministic_and_is_the_shared_sampler():
 def test_cached_codec_and_latent_model(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     images = tiny_digits(64)
-    monkeypatch.setattr(latent, "training_images", lambda split, n: (images[:n], torch.zeros(n, dtype=torch.long)))
+    monkeypatch.setattr(latent, "training_images", lambda n: (images[:n], torch.zeros(n, dtype=torch.long)))
     cfg = chapter_settings("10", "ci", n_train=100, ae_width=8, ae_steps=20, base_width=8,
                            train_steps=3, batch_size=8, precision="fp32")
     codec, info = load_or_train_codec(cfg, progress=False)

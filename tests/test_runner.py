@@ -1,11 +1,13 @@
 """The papermill runner: outputs on success, clear errors and nothing partial on failure."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from diffusion_course.runner import REPO_ROOT, parse_value, select_chapters
+from diffusion_course import runner
+from diffusion_course.runner import REPO_ROOT, parse_value, scope_parameters, select_chapters
 
 pytestmark = pytest.mark.notebooks
 CHAPTER = "01_gaussian_noise_and_kl"
@@ -66,3 +68,35 @@ def test_helpers():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("cosine") == "cosine"
     assert parse_value("None") is None
     assert [p.stem for p in select_chapters(["1"])] == [CHAPTER]
+
+
+def test_parameters_are_scoped_to_one_chapter():
+    two = select_chapters(["01", "02"])
+    assert scope_parameters([("02:N_DRAWS", "500"), ("1:SEED", "3")], two) == {"02": {"N_DRAWS": 500},
+                                                                                 "01": {"SEED": 3}}
+    with pytest.raises(ValueError, match="ambiguous with 2 chapters: scope it to one, e.g. -p 01:SEED 3"):
+        scope_parameters([("SEED", "3")], two)
+    assert scope_parameters([("SEED", "3")], select_chapters(["02"])) == {"02": {"SEED": 3}}
+    with pytest.raises(ValueError, match="chapter 05 is not among the chapters run"):
+        scope_parameters([("05:TRAIN_STEPS", "3")], two)
+    with pytest.raises(runner.ChapterFailed, match="unknown parameter"):
+        scope_parameters([("02:TRAIN_STEPS", "3")], two)
+    with pytest.raises(ValueError, match="--profile"):
+        scope_parameters([("01:PROFILE", "cpu")], two)
+
+
+def test_every_kernel_sees_the_scoped_overrides(tmp_path, monkeypatch):
+    from diffusion_course.settings import OVERRIDES_ENV
+
+    seen = {}
+
+    def fake_run_chapter(nb, build, profile, overrides, log_output=False):
+        seen[nb.stem[:2]] = (overrides, json.loads(os.environ[OVERRIDES_ENV]))
+        return {"wall_time_s": 0.0, "figures": []}
+
+    monkeypatch.delenv(OVERRIDES_ENV, raising=False)
+    monkeypatch.setattr(runner, "run_chapter", fake_run_chapter)
+    assert runner.main(["01", "02", "--profile", "ci", "-p", "02:N_DRAWS", "500", "--build", str(tmp_path)]) == 0
+    assert seen["01"] == ({}, {"02": {"N_DRAWS": 500}})
+    assert seen["02"] == ({"N_DRAWS": 500}, {"02": {"N_DRAWS": 500}})
+    assert OVERRIDES_ENV not in os.environ, "restored after the run"

@@ -75,3 +75,44 @@ def test_pick_device(monkeypatch):
     assert pick_device() == torch.device("cpu")
     with pytest.raises(ValueError, match="allowed: cpu, cuda, mps"):
         pick_device("tpu")
+
+
+def test_runner_overrides_reach_every_caller_of_a_chapter(monkeypatch):
+    import json
+
+    monkeypatch.setenv(settings.OVERRIDES_ENV, json.dumps({"05": {"TRAIN_STEPS": 3000}, "02": {"T": 50}}))
+    assert chapter_settings("05", "cpu").train_steps == 3000          # e.g. chapter 06's student model
+    assert chapter_settings("05", "cpu", train_steps=None).train_steps == 3000
+    assert chapter_settings("05", "cpu", train_steps=7).train_steps == 7  # the notebook's own value wins
+    assert chapter_settings("05", "cpu", runner_overrides=False).train_steps == 1_600
+    assert chapter_settings("02", "ci").T == 50 and chapter_settings("01", "ci").seed == 0
+    monkeypatch.setenv(settings.OVERRIDES_ENV, json.dumps({"05": {"TRAIN_STEPZ": 3}}))
+    with pytest.raises(ValueError, match="sets unknown setting 'TRAIN_STEPZ' for chapter 05"):
+        chapter_settings("05", "cpu")
+    monkeypatch.setenv(settings.OVERRIDES_ENV, "[1, 2]")
+    with pytest.raises(ValueError, match="must be JSON like"):
+        chapter_settings("05", "cpu")
+
+
+def test_reference_recipe_ignores_runner_overrides(monkeypatch):
+    import json
+
+    from diffusion_course.mnist_ddpm import REFERENCE_RECIPES, reference_settings
+
+    monkeypatch.setenv(settings.OVERRIDES_ENV, json.dumps({"05": {"TRAIN_STEPS": 3}}))
+    cfg = reference_settings("mnist-ddpm")
+    assert cfg.train_steps == REFERENCE_RECIPES["mnist-ddpm"]["overrides"]["train_steps"]
+
+
+def test_one_translation_from_knobs_to_a_train_config():
+    from diffusion_course.training import train_config_from
+
+    cfg = chapter_settings("05", "cpu", min_snr_gamma=0.0, precision="fp32", train_steps=500)
+    tcfg = train_config_from(cfg, schedule="cosine", T=200)
+    assert (tcfg.steps, tcfg.batch_size, tcfg.lr, tcfg.ema_decay, tcfg.kind) == (500, cfg.batch_size, cfg.lr,
+                                                                                cfg.ema_decay, cfg.kind)
+    assert tcfg.min_snr_gamma is None and tcfg.precision == "fp32" and tcfg.warmup == 50
+    assert (tcfg.schedule, tcfg.T, tcfg.lr_decay, tcfg.grad_clip) == ("cosine", 200, "cosine", 1.0)
+    # a chapter without a kind knob gets it from the recipe; "auto" precision is resolved
+    latent = train_config_from(chapter_settings("10", "ci"), kind="x0")
+    assert latent.kind == "x0" and latent.precision in ("fp32", "bf16")

@@ -40,8 +40,8 @@ from . import audio
 from .fsdd import load_fsdd
 from .metrics import frechet_from_features
 from .sampling import sample
-from .settings import Settings, resolve_precision
-from .training import TrainConfig, autocast, cache_dir, cache_key, load_or_train, load_or_train_weights
+from .settings import Settings
+from .training import TrainConfig, autocast, cache_dir, cache_key, load_or_train, load_or_train_weights, train_config_from
 from .unet1d import UNet1d
 
 LENGTH = 8192                      # samples per clip: 1.024 s at 8 kHz
@@ -231,11 +231,8 @@ def make_model(cfg: Settings, front_end: str | None = None, v_from_x0: bool | No
 
 
 def train_config(cfg: Settings) -> TrainConfig:
-    return TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup=min(100, cfg.train_steps // 10), lr_decay="cosine", grad_clip=1.0,
-                       ema_decay=cfg.ema_decay, kind="v", min_snr_gamma=cfg.min_snr_gamma or None,
-                       schedule="angle", T=1000, label_dropout=0.1, seed=cfg.seed,
-                       precision=resolve_precision(cfg.precision, cfg.device))
+    """The chapter's recipe: v-prediction on the angle schedule, label dropout for guidance."""
+    return train_config_from(cfg, kind="v", schedule="angle", T=1000, label_dropout=0.1)
 
 
 def data_spec(front_end: str) -> dict:

@@ -47,10 +47,9 @@ def fetch(dest: Path, urls: list[str], md5: str, download: bool = True, what: st
     if dest.exists():
         got = md5sum(dest)
         if got != md5:
-            raise ValueError(
-                f"{dest} is corrupt: md5 {got}, expected {md5}. Delete it and run again "
-                f"to download it from {urls[0]}"
-            )
+            remedy = (f"Delete it and run again to download it from {urls[0]}" if urls else
+                      "Delete it (a good copy, or the downloaded .gz beside it, is used then)")
+            raise ValueError(f"{dest} is corrupt: md5 {got}, expected {md5}. {remedy}")
         return dest
     if not download:
         raise DataNotFoundError(_missing_message(dest, urls, md5, what, "downloads are disabled"))

@@ -31,9 +31,9 @@ from .autoencoder import Autoencoder
 from .mnist_ddpm import data_spec, training_images
 from .sampling import sample
 from .schedules import NoiseSchedule
-from .settings import Settings, resolve_precision
+from .settings import Settings
 from .training import (TrainConfig, autocast, cache_dir, cache_key, load_or_train, lr_at,
-                       save_atomically)
+                       save_atomically, train_config_from)
 from .unet import UNet
 
 
@@ -195,7 +195,7 @@ def load_or_train_codec(cfg: Settings, progress: bool = True) -> tuple[LatentCod
     trained now (on the chapter's training images) and cached. ``info`` has the loss
     history, the training time, the shift/scale and whether it was trained now."""
     model = make_autoencoder(cfg)
-    spec = data_spec(cfg.train_split, cfg.n_train)
+    spec = data_spec(cfg.n_train)
     recipe = autoencoder_recipe(cfg)
     key = cache_key(model.config, recipe, spec)
     path = cache_dir() / f"mnist-codec-{key}.pt"
@@ -205,7 +205,7 @@ def load_or_train_codec(cfg: Settings, progress: bool = True) -> tuple[LatentCod
         info = {"path": str(path), "trained_now": False, "key": key, "seconds": blob["seconds"],
                 "mse": blob["mse"].tolist(), "kl": blob["kl"].tolist(), "data": spec}
         return LatentCodec(model, blob["shift"], blob["scale"]).to(cfg.device), info
-    images, _ = training_images(cfg.train_split, cfg.n_train)
+    images, _ = training_images(cfg.n_train)
     torch.manual_seed(cfg.seed)
     model = make_autoencoder(cfg)  # re-made under the seed: the same weights every time
     hist = train_latent_autoencoder(model, images, cfg.ae_steps, cfg.ae_batch_size, cfg.ae_lr,
@@ -233,10 +233,7 @@ def make_latent_unet(cfg: Settings) -> UNet:
 
 def latent_train_config(cfg: Settings) -> TrainConfig:
     """Chapter 05's recipe (v-prediction, min-SNR, linear schedule, T = 1000) on latents."""
-    return TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup=min(100, cfg.train_steps // 10), lr_decay="cosine", grad_clip=1.0,
-                       ema_decay=cfg.ema_decay, kind="v", min_snr_gamma=5.0, schedule="linear",
-                       T=1000, seed=cfg.seed, precision=resolve_precision(cfg.precision, cfg.device))
+    return train_config_from(cfg, kind="v", min_snr_gamma=5.0, schedule="linear", T=1000)
 
 
 def load_or_train_latent_ddpm(cfg: Settings, codec: LatentCodec, codec_key: str,
@@ -244,10 +241,10 @@ def load_or_train_latent_ddpm(cfg: Settings, codec: LatentCodec, codec_key: str,
     """(EMA latent U-Net, info), trained with ``training.load_or_train`` on the scaled
     latents of the training images. ``codec_key`` (from ``load_or_train_codec``) enters
     the cache key: another autoencoder means other latents, hence another model."""
-    spec = {**data_spec(cfg.train_split, cfg.n_train), "latents_of": f"mnist-codec-{codec_key}"}
+    spec = {**data_spec(cfg.n_train), "latents_of": f"mnist-codec-{codec_key}"}
 
     def data():
-        images, labels = training_images(cfg.train_split, cfg.n_train)
+        images, labels = training_images(cfg.n_train)
         return codec.encode(images.to(cfg.device)).cpu(), labels
 
     return load_or_train("mnist-ldm", lambda: make_latent_unet(cfg), latent_train_config(cfg), data, spec,

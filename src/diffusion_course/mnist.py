@@ -1,8 +1,8 @@
 """MNIST, one split at a time, read straight from the IDX files (no torchvision needed).
 
-Files live under ``<data root>/MNIST/raw/`` exactly where torchvision puts them, so an
-existing torchvision download is reused. Only the requested split is fetched: the test
-split is 1.6 MB, the training split about 10 MB.
+Files live under ``<data root>/MNIST/raw/`` exactly where torchvision puts them, extracted or
+still gzipped, so an existing torchvision download is reused. Only the requested split is
+fetched: the test split is 1.6 MB, the training split about 10 MB (as .gz).
 """
 from __future__ import annotations
 
@@ -19,36 +19,50 @@ MIRRORS = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 ]
+# Per split, its (images, labels) files: the name of the extracted file, the md5 of the
+# extracted file, the md5 of the downloaded .gz (name + ".gz").
 FILES = {
-    "train": [("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-              ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")],
-    "test": [("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-             ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")],
+    "train": [("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+              ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", "d53e105ee54ea40749a09fcbcd1e9432")],
+    "test": [("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", "9fb629c4189551a2d022fa330f9573f3"),
+             ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", "ec29112dd5afa0611ce80d1b7f02629c")],
 }
 
 
 def mnist_files(split: str, root: Path | None = None, download: bool = True) -> tuple[Path, Path]:
-    """Paths of the (images, labels) files of ``split``, downloaded and verified if needed."""
+    """Paths of the (images, labels) files of ``split``, each checked against its md5.
+
+    Each file may be there extracted (as torchvision leaves it) or as the downloaded ``.gz``;
+    the extracted one is used when both are. With neither, the ``.gz`` is downloaded. A file
+    that is there but fails its checksum raises ``ValueError`` naming it: it is corrupt,
+    not missing.
+    """
     if split not in FILES:
         raise ValueError(f"unknown MNIST split {split!r}; allowed: {', '.join(FILES)}")
     raw = Path(root if root is not None else data_root()) / "MNIST" / "raw"
-    paths = [fetch(raw / name, [m + name for m in MIRRORS], md5, download, f"MNIST {split} file")
-             for name, md5 in FILES[split]]
+    paths = []
+    for name, md5, gz_md5 in FILES[split]:
+        if (raw / name).exists():
+            paths.append(fetch(raw / name, [], md5, download=False, what=f"MNIST {split} file"))
+        else:
+            paths.append(fetch(raw / f"{name}.gz", [m + name + ".gz" for m in MIRRORS], gz_md5,
+                               download, f"MNIST {split} file"))
     return paths[0], paths[1]
 
 
 def split_available(split: str, root: Path | None = None) -> bool:
-    """True if both files of ``split`` are already on disk (and pass their md5 check)."""
+    """True if both files of ``split`` are on disk, in either form; a corrupt file raises."""
     try:
         mnist_files(split, root, download=False)
         return True
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         return False
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse a gzipped IDX file: a magic number (2051 images, 2049 labels), sizes, bytes."""
-    with gzip.open(path, "rb") as f:
+    """Parse an IDX file (gzipped if its name ends in .gz): a magic number (2051 images,
+    2049 labels), the sizes, then the bytes."""
+    with (gzip.open(path, "rb") if Path(path).suffix == ".gz" else open(path, "rb")) as f:
         data = f.read()
     magic = int.from_bytes(data[0:4], "big")
     ndim = magic & 0xFF
@@ -62,7 +76,8 @@ def load_mnist(split: str = "train", n: int | None = None, root: Path | None = N
                download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as float32 [N, 1, 28, 28] scaled to [-1, 1], and int64 labels [N].
 
-    ``n`` keeps the first n images (MNIST files are already shuffled).
+    ``n`` keeps the first n images. MNIST's files are shuffled across digits but stored in
+    writer order, so the first n are not a random draw of writers (see ``metrics.frechet_floor``).
     """
     images_path, labels_path = mnist_files(split, root, download)
     images, labels = read_idx(images_path), read_idx(labels_path)

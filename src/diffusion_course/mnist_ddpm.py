@@ -1,9 +1,17 @@
-"""The chapter-05 MNIST model in one place, so chapters 05-13 and the benchmarks build,
-train and cache exactly the same thing under a given profile.
+"""The chapter-05 MNIST model in one place: its data split, its recipe, its reference
+checkpoint, and the one function every later chapter and benchmark gets it from.
 
-Data: the MNIST training split when it is available. Offline with only the test split
-(CI, this course's build machines), ``split="test"`` trains on its first 9,000 images and
-keeps the last 1,000 as held-out data for evaluation; every report says which it used.
+Data split (the course's one split for MNIST generators):
+  training  the first ``n_train`` digits of MNIST's training split (60,000 in ``cpu`` / ``gpu``)
+  reference MNIST's test split, 10,000 digits never trained on: what generated digits are
+            compared with (``evaluation.py``)
+
+``load_mnist_model(profile, model)`` returns either the **reference** model, trained longer by
+``python -m diffusion_course.reference mnist-ddpm`` and shipped with the package, or the
+**student**'s own, trained (and cached) by chapter 05's settings for the profile, with any
+chapter-05 overrides the runner was given (``-p 05:TRAIN_STEPS 3000``) so that every chapter
+sees the model chapter 05 trained. The class-conditional twin of chapter 09 comes the same way
+(``conditional=True``).
 """
 from __future__ import annotations
 
@@ -11,44 +19,49 @@ from dataclasses import replace
 
 import torch
 
-from .mnist import load_mnist, split_available
+from .mnist import load_mnist
 from .sampling import sample
-from .settings import Settings, chapter_settings, resolve_precision
-from .training import TrainConfig, autocast, load_or_train
+from .settings import Settings, chapter_settings, pick_device
+from .training import TrainConfig, autocast, load_or_train, train_config_from
 from .unet import UNet
 
-HELD_OUT = 1000  # images at the end of the test split kept for evaluation when training on it
+N_TEST = 10_000  # MNIST's test split: the reference for every generated digit
+MODELS = ("reference", "student")  # values of the MODEL knob of chapters 06-10
+NUM_CLASSES = 10  # digits 0-9; the conditional U-Net's label 10 is "no label" (the null label)
+LABEL_DROPOUT = 0.1  # probability of training the conditional model on the null label
+
+# The reference models: chapter 05's `cpu` recipe trained longer, with a slower EMA. Trained
+# and exported by `python -m diffusion_course.reference mnist-ddpm` (and `mnist-cond`).
+REFERENCE_RECIPES = {
+    "mnist-ddpm": {"profile": "cpu", "conditional": False,
+                   "overrides": {"train_steps": 24_000, "ema_decay": 0.999, "precision": "bf16"}},
+    "mnist-cond": {"profile": "cpu", "conditional": True,
+                   "overrides": {"train_steps": 6_000, "ema_decay": 0.999, "precision": "bf16"}},
+}
 
 
-def data_spec(split: str, n_train: int) -> dict:
-    if split == "test":
-        return {"dataset": "MNIST", "split": "test", "train_images": f"test[0:{n_train}]",
-                "held_out": f"test[{10_000 - HELD_OUT}:10000]"}
-    return {"dataset": "MNIST", "split": "train", "train_images": f"train[0:{n_train}]",
-            "held_out": "test[9000:10000]"}
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+def data_spec(n_train: int) -> dict:
+    return {"dataset": "MNIST", "train_images": f"train[0:{n_train}]", "reference": f"test[0:{N_TEST}]"}
 
 
-def training_images(split: str, n_train: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if split == "test" and n_train > 10_000 - HELD_OUT:
-        raise ValueError(f"training on the test split leaves {HELD_OUT} images out: n_train <= {10_000 - HELD_OUT}")
-    return load_mnist(split, n=n_train)
+def training_images(n_train: int = 60_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_train`` digits of MNIST's training split (images in [-1, 1], labels)."""
+    return load_mnist("train", n=n_train)
 
 
-def benchmark_settings(profile: str, overrides: dict) -> Settings:
-    """Chapter-05 settings for the benchmarks: the profile's, with ``overrides``; offline
-    without the training split (unless one is asked for), the first 9,000 test images."""
-    if "train_split" not in overrides and not split_available("train"):
-        overrides = {**overrides, "train_split": "test", "n_train": 10_000 - HELD_OUT}
-    return chapter_settings("05", profile, **overrides)
+def test_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST's test split: the reference generated digits are compared with."""
+    return load_mnist("test")
 
 
-def held_out_images() -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_mnist("test")
-    return x[-HELD_OUT:], y[-HELD_OUT:]
-
-
+# ---------------------------------------------------------------------------------------
+# The recipe
+# ---------------------------------------------------------------------------------------
 def make_unet(cfg: Settings, num_classes: int | None = None, patch: int | None = None) -> UNet:
-    """The chapter-05 U-Net for these settings (``patch`` overrides ``cfg.patch``)."""
+    """The chapter-05 U-Net for these (chapter-05) settings (``patch`` overrides ``cfg.patch``)."""
     # Levels: 28 -> 14 -> 7 at full resolution, or 14 -> 7 after folding 2x2 patches;
     # self-attention only at 7x7 (49 tokens), where it is cheap.
     patch = cfg.patch if patch is None else patch
@@ -57,12 +70,12 @@ def make_unet(cfg: Settings, num_classes: int | None = None, patch: int | None =
                 attention_levels=(len(mults) - 1,), num_classes=num_classes)
 
 
-def train_config(cfg: Settings) -> TrainConfig:
-    return TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup=min(100, cfg.train_steps // 10), lr_decay="cosine", grad_clip=1.0,
-                       ema_decay=cfg.ema_decay, kind=cfg.kind,
-                       min_snr_gamma=cfg.min_snr_gamma or None, schedule="linear", T=1000,
-                       seed=cfg.seed, precision=resolve_precision(cfg.precision, cfg.device))
+def train_config(cfg: Settings, conditional: bool = False) -> TrainConfig:
+    """The chapter-05 recipe: the knobs, a linear schedule with T = 1000; the conditional twin
+    also replaces each label by the null label with probability ``LABEL_DROPOUT``, so one
+    network learns both eps(x_t, t, y) and the unconditional eps(x_t, t) guidance needs."""
+    return train_config_from(cfg, schedule="linear", T=1000,
+                             label_dropout=LABEL_DROPOUT if conditional else 0.0)
 
 
 def snapshot_steps(train_steps: int) -> tuple[int, ...]:
@@ -70,53 +83,69 @@ def snapshot_steps(train_steps: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(f * train_steps)) for f in (0.05, 0.15, 0.4, 1.0)}))
 
 
-def load_or_train_mnist_ddpm(cfg: Settings, progress: bool = True, max_seconds: float | None = None):
-    """(EMA model, info) of the chapter-05 model for these settings, trained if not cached.
+def train_mnist_model(cfg: Settings, conditional: bool = False, progress: bool = True,
+                      max_seconds: float | None = None):
+    """(EMA model, info) for these chapter-05 settings, trained if not cached (cache names
+    ``mnist-ddpm`` / ``mnist-cond``); ``info["ema_history"]`` holds the EMA weights after the
+    steps of ``snapshot_steps`` (unconditional model only)."""
+    keep = () if conditional else snapshot_steps(cfg.train_steps)
+    model, info = load_or_train(
+        "mnist-cond" if conditional else "mnist-ddpm",
+        lambda: make_unet(cfg, NUM_CLASSES if conditional else None),
+        train_config(cfg, conditional), lambda: training_images(cfg.n_train), data_spec(cfg.n_train),
+        device=cfg.device, progress=progress, max_seconds=max_seconds, keep_ema_at=keep)
+    return model, {**info, "source": "student", "train_config": train_config(cfg, conditional),
+                   "settings": cfg.as_dict()}
 
-    ``info["ema_history"]`` maps the steps of ``snapshot_steps`` to the EMA weights then.
+
+# ---------------------------------------------------------------------------------------
+# The one owner
+# ---------------------------------------------------------------------------------------
+def reference_settings(name: str) -> Settings:
+    """The chapter-05 settings of a reference model (runner overrides never apply to it)."""
+    recipe = REFERENCE_RECIPES[name]
+    return chapter_settings("05", recipe["profile"], runner_overrides=False, **recipe["overrides"])
+
+
+def load_mnist_model(profile: str = "auto", model: str = "reference", conditional: bool = False,
+                     progress: bool = True, max_seconds: float | None = None, **overrides):
+    """(EMA U-Net in eval mode, info) of the chapter-05 model, or of its class-conditional twin.
+
+    ``model="reference"``: the model shipped with the course (``REFERENCE_RECIPES``), loaded
+    offline in a second. ``model="student"``: chapter 05's settings for ``profile`` with
+    ``overrides`` (and the runner's chapter-05 overrides), trained now if not cached.
+    ``info["train_config"]`` is the recipe (schedule, kind, precision) the samplers need;
+    ``info["source"]`` says which model this is.
     """
-    spec = data_spec(cfg.train_split, cfg.n_train)
-    return load_or_train("mnist-ddpm", lambda: make_unet(cfg), train_config(cfg),
-                         lambda: training_images(cfg.train_split, cfg.n_train), spec,
-                         device=cfg.device, progress=progress, max_seconds=max_seconds,
-                         keep_ema_at=snapshot_steps(cfg.train_steps))
+    if model not in MODELS:
+        raise ValueError(f"unknown MNIST model {model!r}; allowed: {', '.join(MODELS)}")
+    if model == "student":
+        return train_mnist_model(chapter_settings("05", profile, **overrides), conditional,
+                                 progress=progress, max_seconds=max_seconds)
+    if overrides:
+        raise ValueError(f"the reference model has fixed settings; overrides {sorted(overrides)} "
+                         f"apply to model='student' only")
+    from .reference import load_reference
+
+    name = "mnist-cond" if conditional else "mnist-ddpm"
+    cfg = reference_settings(name)
+    net, info = load_reference(name, make_unet(cfg, NUM_CLASSES if conditional else None),
+                               train_config(cfg, conditional), data_spec(cfg.n_train))
+    return net.to(pick_device()).eval(), {**info, "source": "reference",
+                                          "train_config": train_config(cfg, conditional)}
 
 
 def sample_digits(model, tcfg: TrainConfig, n: int, steps: int, eta: float, generator: torch.Generator,
-                  device: torch.device | str = "cpu", batch_size: int = 250) -> torch.Tensor:
+                  device: torch.device | str = "cpu", batch_size: int = 250,
+                  labels: torch.Tensor | None = None, guidance: float | None = None) -> torch.Tensor:
     """``n`` digits [n, 1, 28, 28] from ``model`` (trained with ``tcfg``), in batches, with the
-    respaced sampler (``eta`` = 1 ancestral, 0 DDIM) at the training precision; float32."""
+    respaced sampler (``eta`` = 1 ancestral, 0 DDIM) at the training precision; float32.
+    For the conditional model, ``labels`` [n] and the guidance weight ``guidance``."""
     schedule, chunks = tcfg.noise_schedule(), []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
+        extra = {} if labels is None else {"labels": labels[i:i + b].to(device), "guidance": guidance}
         with autocast(tcfg.precision, device):
             chunks.append(sample(model, (b, 1, 28, 28), schedule, steps=steps, eta=eta,
-                                 kind=tcfg.kind, generator=generator, device=device).x0.float())
+                                 kind=tcfg.kind, generator=generator, device=device, **extra).x0.float())
     return torch.cat(chunks)
-
-
-# ---------------------------------------------------------------------------------------
-# The class-conditional variant (chapter 09): the same U-Net, recipe and data, plus labels
-# ---------------------------------------------------------------------------------------
-NUM_CLASSES = 10  # digits 0-9; the U-Net's label 10 is "no label" (the null label)
-
-
-def cond_train_config(cfg: Settings, label_dropout: float = 0.1) -> TrainConfig:
-    """The chapter-05 recipe with label dropout: each training label is replaced by the null
-    label with probability ``label_dropout``, so one network learns both eps(x_t, t, y) and
-    the unconditional eps(x_t, t) that classifier-free guidance needs."""
-    if not 0 < label_dropout < 1:
-        raise ValueError(f"label_dropout must lie in (0, 1) for guidance to have an "
-                         f"unconditional branch, got {label_dropout}")
-    return replace(train_config(cfg), label_dropout=label_dropout)
-
-
-def load_or_train_mnist_cond(cfg: Settings, label_dropout: float = 0.1, progress: bool = True,
-                             max_seconds: float | None = None):
-    """(EMA model, info) of the class-conditional chapter-05 model for these (chapter-05)
-    settings, trained on (image, digit) pairs if not cached (cache name ``mnist-cond``)."""
-    spec = data_spec(cfg.train_split, cfg.n_train)
-    return load_or_train("mnist-cond", lambda: make_unet(cfg, num_classes=NUM_CLASSES),
-                         cond_train_config(cfg, label_dropout),
-                         lambda: training_images(cfg.train_split, cfg.n_train), spec,
-                         device=cfg.device, progress=progress, max_seconds=max_seconds)

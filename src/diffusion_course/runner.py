@@ -3,6 +3,11 @@
     python -m diffusion_course.runner                    # every chapter, profile auto
     python -m diffusion_course.runner 01 02 --profile ci
     python -m diffusion_course.runner 02 -p N_DRAWS 5000 -p SCHEDULE cosine
+    python -m diffusion_course.runner 05 06 -p 05:TRAIN_STEPS 3000 -p 06:MODEL student
+
+A parameter is scoped to one chapter (``05:TRAIN_STEPS``); the plain form is allowed when one
+chapter runs. Chapter 05's overrides also reach the chapters that use its model (``MODEL =
+"student"``): the runner hands every kernel all scoped overrides in ``$COURSE_OVERRIDES``.
 
 For each chapter it writes
     build/executed/<chapter>.ipynb     the executed notebook
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 
 from .report import METRICS_MIME
-from .settings import PROFILES, resolve_profile
+from .settings import OVERRIDES_ENV, PROFILES, resolve_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -75,6 +80,31 @@ def check_parameters(notebook: Path, overrides: dict) -> None:
             f"{notebook.stem}: unknown parameter(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(declared)}"
         )
+
+
+def scope_parameters(pairs: list[tuple[str, str]], chapters: list[Path]) -> dict[str, dict]:
+    """``-p`` pairs as {chapter: {NAME: value}}. ``05:TRAIN_STEPS`` names its chapter; a plain
+    ``TRAIN_STEPS`` is allowed only when one chapter runs (otherwise it would silently change
+    every chapter that happens to have a knob of that name)."""
+    selected = {nb.stem.split("_")[0]: nb for nb in chapters}
+    scoped: dict[str, dict] = {}
+    for name, value in pairs:
+        chapter, _, knob = name.rpartition(":")
+        if knob == "PROFILE":
+            raise ValueError("set the profile with --profile, not -p PROFILE")
+        if not chapter:
+            if len(chapters) != 1:
+                raise ValueError(f"-p {name} is ambiguous with {len(chapters)} chapters: scope it to "
+                                 f"one, e.g. -p {next(iter(selected))}:{name} {value}")
+            chapter = next(iter(selected))
+        chapter = chapter.zfill(2)
+        if chapter not in selected:
+            raise ValueError(f"-p {name}: chapter {chapter} is not among the chapters run "
+                             f"({', '.join(selected)})")
+        scoped.setdefault(chapter, {})[knob] = parse_value(value)
+    for chapter, overrides in scoped.items():
+        check_parameters(selected[chapter], overrides)
+    return scoped
 
 
 def collect_outputs(executed: Path, figures_dir: Path) -> tuple[dict, list[str]]:
@@ -179,10 +209,25 @@ def main(argv: list[str] | None = None) -> int:
         profile = resolve_profile(args.profile)
     except ValueError as e:
         parser.error(str(e))
-    overrides = {name: parse_value(value) for name, value in args.parameter}
-    if "PROFILE" in overrides:
-        parser.error("set the profile with --profile, not -p PROFILE")
     chapters = select_chapters(args.chapters)
+    try:
+        scoped = scope_parameters(args.parameter, chapters)
+    except (ValueError, ChapterFailed) as e:
+        parser.error(str(e))
+    # Every kernel sees every chapter's overrides: chapter 06 with MODEL "student" then loads
+    # the model chapter 05 trained with them (settings.chapter_settings reads this).
+    previous = os.environ.get(OVERRIDES_ENV)
+    os.environ[OVERRIDES_ENV] = json.dumps(scoped)
+    try:
+        return _run_all(chapters, args, profile, scoped)
+    finally:
+        if previous is None:
+            os.environ.pop(OVERRIDES_ENV, None)
+        else:
+            os.environ[OVERRIDES_ENV] = previous
+
+
+def _run_all(chapters: list[Path], args, profile: str, scoped: dict) -> int:
     os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # the kernel of this environment
     os.environ.setdefault("MPLBACKEND", "agg")
 
@@ -192,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {nb.stem} ...", flush=True)
         start = time.perf_counter()
         try:
-            # A -p that a chapter does not declare is an error only if no chapter declares it
-            # when several run; with one chapter it is always an error.
-            mine = overrides if len(chapters) == 1 else _declared_subset(nb, overrides, chapters)
+            mine = scoped.get(nb.stem.split("_")[0], {})
             summary = run_chapter(nb, args.build, profile, mine, args.log_output)
             rows.append((nb.stem, "ok", summary["wall_time_s"], f"{len(summary['figures'])} figures"))
         except ChapterFailed as e:
@@ -213,16 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + "\n".join(failures), file=sys.stderr)
         return 1
     return 0
-
-
-def _declared_subset(nb: Path, overrides: dict, chapters: list[Path]) -> dict:
-    import papermill
-
-    declared = papermill.inspect_notebook(str(nb))
-    for name in overrides:
-        if not any(name in papermill.inspect_notebook(str(c)) for c in chapters):
-            raise ChapterFailed(f"no selected chapter has a parameter {name}")
-    return {k: v for k, v in overrides.items() if k in declared}
 
 
 if __name__ == "__main__":

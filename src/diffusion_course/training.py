@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .objectives import PARAMETERISATIONS, diffusion_loss
 from .schedules import SCHEDULES, NoiseSchedule
-from .settings import PRECISIONS
+from .settings import PRECISIONS, resolve_precision
 
 CACHE_ENV = "COURSE_CACHE"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +65,28 @@ class TrainConfig:
 
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule.make(self.schedule, self.T)
+
+
+def train_config_from(cfg, **recipe) -> TrainConfig:
+    """The one translation from a chapter's resolved knobs (``settings.Settings``) to a
+    ``TrainConfig``, for every model the course trains.
+
+    Knobs named like a field are copied (``train_steps`` becomes ``steps``); a
+    ``min_snr_gamma`` of 0 means plain MSE; ``precision`` "auto" is resolved for the
+    settings' device. ``recipe`` sets the fields that are fixed for a model rather than
+    knobs of its chapter (e.g. ``kind="v"``, ``schedule="angle"``), and wins over a knob.
+    Always: warm-up over min(100, steps / 10) steps, cosine decay, gradient clipping at 1.
+    """
+    fields = set(TrainConfig.__dataclass_fields__)
+    values = {"steps": cfg["train_steps"], "lr_decay": "cosine", "grad_clip": 1.0}
+    for name in fields & set(cfg) - {"steps"}:
+        values[name] = cfg[name]
+    if "min_snr_gamma" in values:
+        values["min_snr_gamma"] = values["min_snr_gamma"] or None
+    values.update(recipe)
+    values["warmup"] = recipe.get("warmup", min(100, values["steps"] // 10))
+    values["precision"] = resolve_precision(values.get("precision", "fp32"), cfg.device)
+    return TrainConfig(**values)
 
 
 def autocast(precision: str, device: torch.device | str):

@@ -1,0 +1,139 @@
+"""Reference models that ship with the course: trained longer by the course's own code, stored
+as package data (half-precision EMA weights and the recipe that made them), pinned by sha256,
+loaded offline with ``torch.load(..., weights_only=True)``.
+
+Train one and write its file (then paste the printed sha256 into ``SHA256`` below):
+
+    python -m diffusion_course.reference mnist-ddpm      # chapters 05-10's reference
+    python -m diffusion_course.reference mnist-cond      # chapter 09's class-conditional twin
+
+Training goes through ``training.load_or_train`` (the course cache, resumable: run the same
+command again after an interruption). Run it on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .training import TrainConfig, save_atomically
+
+FORMAT = "diffusion-course-reference-v1"
+ASSETS = "assets"  # folder inside the package
+# The shipped files, pinned: a file that does not match is refused.
+SHA256 = {
+    "mnist-ddpm": None,
+    "mnist-cond": None,
+}
+
+
+class ReferenceError(RuntimeError):
+    """A reference file is missing, altered, or not what its recipe says."""
+
+
+def reference_path(name: str) -> Path:
+    if name not in SHA256:
+        raise ValueError(f"unknown reference model {name!r}; known: {', '.join(SHA256)}")
+    return Path(str(resources.files(__package__) / ASSETS / f"{name}.pt"))
+
+
+def sha256sum(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_reference(name: str, ema: torch.nn.Module, tcfg: TrainConfig, info: dict, settings: dict,
+                     command: str, path: Path | None = None) -> Path:
+    """Write the EMA weights (float16) with the recipe, data and training record of ``info``
+    (a ``load_or_train`` result) to the package's assets; returns the path."""
+    from .report import machine_info
+
+    losses = torch.tensor(info["losses"], dtype=torch.float32)
+    every = max(1, len(losses) // 500)  # the loss curve, averaged over at most 500 points
+    blob = {
+        "format": FORMAT, "name": name, "command": command,
+        "model_config": {k: list(v) if isinstance(v, tuple) else v for k, v in ema.config.items()},
+        "train_config": asdict(tcfg), "settings": settings, "data": info["data"],
+        "train_steps": info["steps"], "train_seconds": float(info["seconds"]),
+        "loss_every": every, "loss_curve": losses[: len(losses) // every * every].view(-1, every).mean(1),
+        "machine": {k: str(v) for k, v in machine_info("cpu").items()}, "trained_on": time.strftime("%Y-%m-%d"),
+        "weights": {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+                    for k, v in ema.state_dict().items()},
+    }
+    path = Path(path) if path is not None else reference_path(name)
+    save_atomically(blob, path)
+    return path
+
+
+def read_reference(name: str, path: Path | None = None) -> dict:
+    """The stored blob of reference ``name``, after checking its sha256 against ``SHA256``."""
+    path = Path(path) if path is not None else reference_path(name)
+    if not path.exists():
+        raise ReferenceError(f"the reference model file {path} is missing from the installed "
+                             f"package; reinstall the course, or use MODEL = 'student'")
+    want, got = SHA256.get(name), sha256sum(path)
+    if want is None or got != want:
+        raise ReferenceError(f"{path} has sha256 {got}, but the course pins {want}: the file was "
+                             f"altered or replaced. Reinstall the course, or retrain it with "
+                             f"`python -m diffusion_course.reference {name}`")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != FORMAT or blob.get("name") != name:
+        raise ReferenceError(f"{path} is not the reference file of {name}")
+    return blob
+
+
+def load_reference(name: str, model: torch.nn.Module, tcfg: TrainConfig, data: dict,
+                   path: Path | None = None) -> tuple[torch.nn.Module, dict]:
+    """``model`` (built from the recipe) with the reference weights, in float32, and an info
+    dict (training steps, seconds, loss curve, command). Refuses a file whose architecture,
+    training recipe or data differ from the ones given."""
+    blob = read_reference(name, path)
+    mine = {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()}
+    for what, stored, expected in (("architecture", blob["model_config"], mine),
+                                   ("training recipe", blob["train_config"], asdict(tcfg)),
+                                   ("training data", blob["data"], data)):
+        if stored != expected:
+            diff = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
+            raise ReferenceError(f"the reference {name} was made with another {what} than the "
+                                 f"course's recipe (stored, recipe): {diff}; retrain it with "
+                                 f"`python -m diffusion_course.reference {name}`")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in blob["weights"].items()})
+    info = {k: blob[k] for k in ("command", "train_steps", "train_seconds", "machine", "trained_on",
+                                 "loss_every", "data", "settings")}
+    info.update(path=str(path or reference_path(name)), trained_now=False, complete=True,
+                steps=blob["train_steps"], seconds=blob["train_seconds"],
+                loss_curve=blob["loss_curve"].tolist())
+    return model.eval(), info
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import mnist_ddpm
+
+    parser = argparse.ArgumentParser(prog="python -m diffusion_course.reference",
+                                     description="Train a reference model and write its package file.")
+    parser.add_argument("name", choices=sorted(mnist_ddpm.REFERENCE_RECIPES))
+    parser.add_argument("--out", type=Path, default=None, help="file to write (default: the package's)")
+    args = parser.parse_args(argv)
+    recipe = mnist_ddpm.REFERENCE_RECIPES[args.name]
+    cfg = mnist_ddpm.reference_settings(args.name)
+    print(f"training reference {args.name}: {cfg}")
+    ema, info = mnist_ddpm.train_mnist_model(cfg, recipe["conditional"])
+    if not info["complete"]:
+        print("training stopped early; run the command again to resume", file=sys.stderr)
+        return 1
+    settings = {k: v for k, v in cfg.as_dict().items() if k != "device"}
+    path = export_reference(args.name, ema.cpu(), info["train_config"], info, settings,
+                            f"python -m diffusion_course.reference {args.name}", args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), {info['steps']} steps in "
+          f"{info['seconds'] / 60:.1f} min\nsha256 {sha256sum(path)}  (pin it in reference.SHA256)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
