@@ -8,9 +8,9 @@ from diffusion_course.judge import JUDGE_RECIPES, load_judge
 
 @pytest.fixture(scope="module")
 def ci_judge(tmp_path_factory):
-    from conftest import data_root_with
+    from conftest import MNIST_FILES, data_root_with
 
-    root = data_root_with("MNIST/raw/train-images-idx3-ubyte", "real MNIST training split")
+    root = data_root_with(*MNIST_FILES, what="real MNIST (both splits)")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COURSE_DATA_ROOT", str(root))
         mp.setenv("COURSE_CACHE", str(tmp_path_factory.mktemp("cache")))

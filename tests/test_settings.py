@@ -84,7 +84,7 @@ def test_runner_overrides_reach_every_caller_of_a_chapter(monkeypatch):
     assert chapter_settings("05", "cpu").train_steps == 3000          # e.g. chapter 06's student model
     assert chapter_settings("05", "cpu", train_steps=None).train_steps == 3000
     assert chapter_settings("05", "cpu", train_steps=7).train_steps == 7  # the notebook's own value wins
-    assert chapter_settings("05", "cpu", runner_overrides=False).train_steps == 1_600
+    assert chapter_settings("05", "cpu", runner_overrides=False).train_steps == settings.CHAPTERS["05"]["train_steps"].cpu
     assert chapter_settings("02", "ci").T == 50 and chapter_settings("01", "ci").seed == 0
     monkeypatch.setenv(settings.OVERRIDES_ENV, json.dumps({"05": {"TRAIN_STEPZ": 3}}))
     with pytest.raises(ValueError, match="sets unknown setting 'TRAIN_STEPZ' for chapter 05"):

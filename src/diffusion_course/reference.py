@@ -28,8 +28,8 @@ FORMAT = "diffusion-course-reference-v1"
 ASSETS = "assets"  # folder inside the package
 # The shipped files, pinned: a file that does not match is refused.
 SHA256 = {
-    "mnist-ddpm": None,
-    "mnist-cond": None,
+    "mnist-ddpm": "3833644f32367ee7cc2ab8be9fcffba75625495a5b3cf7295cc0dbeeac2e5311",
+    "mnist-cond": "2cf0f4b9be9a40400e5967a340506455f81c8874c3da0843c42aa5dedb73a5bc",
 }
 
 
