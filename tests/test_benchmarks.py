@@ -1,8 +1,7 @@
 """Every benchmark command runs end to end at toy size and writes sane JSON, so none of them
 rots between the long runs whose numbers the chapters quote. The numbers here mean nothing;
 the point is that the commands still work. The MNIST ones score with the `ci` judge and use
-a toy student model (the shipped reference may not exist yet); one test scores the reference
-when its file is there and pinned."""
+a toy student model; one test scores the shipped reference."""
 import json
 import os
 import subprocess
@@ -11,12 +10,9 @@ import sys
 import pytest
 
 from conftest import REPO
-from diffusion_course import reference
 from diffusion_course.mnist_ddpm import REFERENCE_RECIPES
 
 MNIST_TOY = ["--profile", "ci", "--model", "student", "--set", "n_train=300"]
-REFERENCE_SHIPPED = (reference.reference_path("mnist-ddpm").exists()
-                     and reference.SHA256["mnist-ddpm"] is not None)
 
 
 def run_benchmark(name, args, tmp_path, data_root):
@@ -54,7 +50,6 @@ def test_ddpm_mnist(tmp_path, real_data_root):
     assert not any((tmp_path / "cache").glob("mnist-ddpm-*"))  # trained in a temporary cache
 
 
-@pytest.mark.skipif(not REFERENCE_SHIPPED, reason="the reference mnist-ddpm file is not shipped and pinned yet")
 def test_ddpm_mnist_scores_the_reference(tmp_path, real_data_root):
     result = run_benchmark("ddpm_mnist", ["--profile", "ci", "--model", "reference", "--n-samples", "40",
                                           "--sample-steps", "4", "--sample-batch", "16"],
