@@ -21,7 +21,7 @@ import torch
 
 from .metrics import (MNISTClassifier, classify, evaluate_samples, frechet_floor, judge_real,
                       load_or_train_classifier)
-from .mnist_ddpm import test_images, training_images
+from .mnist_ddpm import N_TEST, test_images, training_images
 from .settings import resolve_profile
 
 # One recipe per profile: cpu and gpu share the full one (at least 99.0 % test accuracy and
@@ -70,7 +70,7 @@ class DigitJudge:
 
     def describe(self) -> dict:
         recipe = JUDGE_RECIPES[self.profile]
-        return {"profile": self.profile, **recipe, "reference": "test[0:10000]",
+        return {"profile": self.profile, **recipe, "reference": f"test[0:{N_TEST}]",
                 "floor_pool": f"train[0:{len(self.pool)}]", "floor_draws": FLOOR_DRAWS,
                 "trained_now": self.info["trained_now"], **self.on_real_digits()}
 

@@ -4,7 +4,7 @@ checkpoint, and the one function every later chapter and benchmark gets it from.
 Data split (the course's one split for MNIST generators):
   training  the first ``n_train`` digits of MNIST's training split (60,000 in ``cpu`` / ``gpu``)
   reference MNIST's test split, 10,000 digits never trained on: what generated digits are
-            compared with (``evaluation.py``)
+            compared with (``judge.py``)
 
 ``load_mnist_model(profile, model)`` returns either the **reference** model, trained longer by
 ``python -m diffusion_course.reference mnist-ddpm`` and shipped with the package, or the
@@ -21,12 +21,11 @@ import torch
 
 from .mnist import load_mnist
 from .sampling import sample
-from .settings import Settings, chapter_settings, pick_device
+from .settings import MODELS, Settings, chapter_settings, pick_device
 from .training import TrainConfig, autocast, load_or_train, train_config_from
 from .unet import UNet
 
 N_TEST = 10_000  # MNIST's test split: the reference for every generated digit
-MODELS = ("reference", "student")  # values of the MODEL knob of chapters 06-10
 NUM_CLASSES = 10  # digits 0-9; the conditional U-Net's label 10 is "no label" (the null label)
 LABEL_DROPOUT = 0.1  # probability of training the conditional model on the null label
 
@@ -89,13 +88,13 @@ def train_mnist_model(cfg: Settings, conditional: bool = False, progress: bool =
     ``mnist-ddpm`` / ``mnist-cond``); ``info["ema_history"]`` holds the EMA weights after the
     steps of ``snapshot_steps`` (unconditional model only)."""
     keep = () if conditional else snapshot_steps(cfg.train_steps)
+    tcfg = train_config(cfg, conditional)
     model, info = load_or_train(
         "mnist-cond" if conditional else "mnist-ddpm",
         lambda: make_unet(cfg, NUM_CLASSES if conditional else None),
-        train_config(cfg, conditional), lambda: training_images(cfg.n_train), data_spec(cfg.n_train),
+        tcfg, lambda: training_images(cfg.n_train), data_spec(cfg.n_train),
         device=cfg.device, progress=progress, max_seconds=max_seconds, keep_ema_at=keep)
-    return model, {**info, "source": "student", "train_config": train_config(cfg, conditional),
-                   "settings": cfg.as_dict()}
+    return model, {**info, "source": "student", "train_config": tcfg, "settings": cfg.as_dict()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,10 +128,10 @@ def load_mnist_model(profile: str = "auto", model: str = "reference", conditiona
 
     name = "mnist-cond" if conditional else "mnist-ddpm"
     cfg = reference_settings(name)
-    net, info = load_reference(name, make_unet(cfg, NUM_CLASSES if conditional else None),
-                               train_config(cfg, conditional), data_spec(cfg.n_train))
-    return net.to(pick_device()).eval(), {**info, "source": "reference",
-                                          "train_config": train_config(cfg, conditional)}
+    tcfg = train_config(cfg, conditional)
+    net, info = load_reference(name, make_unet(cfg, NUM_CLASSES if conditional else None), tcfg,
+                               data_spec(cfg.n_train))
+    return net.to(pick_device()).eval(), {**info, "source": "reference", "train_config": tcfg}
 
 
 def sample_digits(model, tcfg: TrainConfig, n: int, steps: int, eta: float, generator: torch.Generator,

@@ -43,6 +43,11 @@ def reference_path(name: str) -> Path:
     return Path(str(resources.files(__package__) / ASSETS / f"{name}.pt"))
 
 
+def plain_config(model: torch.nn.Module) -> dict:
+    """A model's ``config`` as stored in a reference file (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()}
+
+
 def sha256sum(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -57,7 +62,7 @@ def export_reference(name: str, ema: torch.nn.Module, tcfg: TrainConfig, info: d
     every = max(1, len(losses) // 500)  # the loss curve, averaged over at most 500 points
     blob = {
         "format": FORMAT, "name": name, "command": command,
-        "model_config": {k: list(v) if isinstance(v, tuple) else v for k, v in ema.config.items()},
+        "model_config": plain_config(ema),
         "train_config": asdict(tcfg), "settings": settings, "data": info["data"],
         "train_steps": info["steps"], "train_seconds": float(info["seconds"]),
         "loss_every": every, "loss_curve": losses[: len(losses) // every * every].view(-1, every).mean(1),
@@ -93,8 +98,7 @@ def load_reference(name: str, model: torch.nn.Module, tcfg: TrainConfig, data: d
     dict (training steps, seconds, loss curve, command). Refuses a file whose architecture,
     training recipe or data differ from the ones given."""
     blob = read_reference(name, path)
-    mine = {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()}
-    for what, stored, expected in (("architecture", blob["model_config"], mine),
+    for what, stored, expected in (("architecture", blob["model_config"], plain_config(model)),
                                    ("training recipe", blob["train_config"], asdict(tcfg)),
                                    ("training data", blob["data"], data)):
         if stored != expected:
