@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,3 +54,33 @@ def test_bad_arguments():
         train_autoencoder(model, tiny_digits(4), steps=1, noise_std=(0.5, 0.1))
     with pytest.raises(ValueError, match="positive"):
         train_autoencoder(model, tiny_digits(4), steps=0)
+
+
+def test_chapter04_autoencoder_is_trained_once_then_loaded(tmp_path, monkeypatch, real_data_root):
+    """``load_denoising_autoencoder`` is chapter 04's recipe, owned by the package: the first call
+    trains and caches, the second loads the same weights; a corrupt cache file is an error."""
+    from diffusion_course.autoencoder import load_denoising_autoencoder
+    from diffusion_course.settings import chapter_settings
+    from diffusion_course.training import CheckpointError
+
+    monkeypatch.setenv("COURSE_DATA_ROOT", str(real_data_root))
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    cfg = chapter_settings("04", "ci", n_train=100, train_steps=3, batch_size=4, width=8)
+    first, info = load_denoising_autoencoder(cfg, progress=False)
+    assert info["trained_now"] and len(info["losses"]) == 3 and info["seconds"] > 0
+    again, info2 = load_denoising_autoencoder(cfg, progress=False)
+    assert not info2["trained_now"] and info2["losses"] == pytest.approx(info["losses"])
+    x = tiny_digits(2)
+    with torch.no_grad():
+        assert torch.equal(first(x), again(x)) and not again.training
+    # the recipe is chapter 04's: seeded initialisation, then train_autoencoder with its generator
+    torch.manual_seed(cfg.seed)
+    by_hand = Autoencoder(channels=(8, 16), latent_channels=cfg.latent_channels)
+    from diffusion_course.mnist_ddpm import training_images
+    train_autoencoder(by_hand, training_images(100)[0], 3, 4, cfg.lr, noise_std=(0.0, cfg.max_noise_std),
+                      generator=torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad():
+        assert torch.allclose(by_hand(x), first(x), atol=1e-6)
+    Path(info["path"]).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="Delete it"):
+        load_denoising_autoencoder(cfg, progress=False)

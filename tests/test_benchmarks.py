@@ -126,3 +126,19 @@ def test_judge_strength_rejects_bad_arguments(tmp_path, bad, message):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "judge_strength.py"), *bad],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_inverse_problems(tmp_path, real_data_root):
+    result = run_benchmark("inverse_problems", ["--profile", "ci", "--n-images", "3", "--steps", "3",
+                                                "--problems", "inpaint-box", "sr2",
+                                                "--methods", "pseudo-inverse", "tv", "dps", "ddrm"],
+                           tmp_path, real_data_root)
+    assert result["model"] == "reference" and result["settings"]["n_images"] == 3
+    box, sr = result["results"]["inpaint-box"], result["results"]["sr2"]
+    assert set(box["methods"]) == {"pseudo-inverse", "tv", "dps", "ddrm"}
+    assert "ddrm" not in sr["methods"], "DDRM needs a decomposable physics"
+    for row in box["methods"].values():
+        assert row["psnr"] > 0 and 0 <= row["judge_accuracy"] <= 1 and row["seconds_per_image"] > 0
+    assert box["noise_sigma"] == 0.02 and box["settings"]["steps"] == 3
+    assert set(result["summary"]) == {"inpaint-box", "sr2"}
+    check_judge(result["judge"])

@@ -372,6 +372,17 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "classifier_epochs": Knob(1, 10, 20, "epochs of the spoken-digit classifier", min=1, max=100),
         "gl_iters": Knob(16, 64, 64, "Griffin-Lim iterations that recover the phase", min=0, max=1000),
     },
+    "12": {
+        "seed": Knob(0, 0, 0, "random seed of the test digits drawn, the measurement noise and "
+                     "the samplers", min=0),
+        "model": Knob("reference", "reference", "reference", MODEL_HELP, choices=MODELS),
+        "n_images": Knob(8, 100, 500, "test digits restored per problem (MNIST's test split, "
+                         "never trained on)", min=1, max=10_000),
+        "steps": Knob(20, 100, 250, "network calls of each diffusion sampler (DPS, DiffPIR, "
+                      "DDRM)", min=2, max=1000),
+        "n_posterior": Knob(4, 8, 16, "posterior samples drawn for one measurement, to show "
+                            "the spread", min=2, max=64),
+    },
 }
 
 
