@@ -380,8 +380,8 @@ def summary(results: dict) -> dict:
             continue
         best_d = max(diff, key=lambda m: rows[m]["psnr"])
         best_c = max(clas, key=lambda m: rows[m]["psnr"])
+        accuracy_gain = max(rows[m]["judge_accuracy"] for m in diff) - max(rows[m]["judge_accuracy"] for m in clas)
         out[name] = {"best_diffusion": best_d, "best_classical": best_c,
-                     "psnr_gain_db": rows[best_d]["psnr"] - rows[best_c]["psnr"],
-                     "accuracy_gain_points": 100 * (max(rows[m]["judge_accuracy"] for m in diff)
-                                                    - max(rows[m]["judge_accuracy"] for m in clas))}
+                     "psnr_gain_db": round(rows[best_d]["psnr"] - rows[best_c]["psnr"], 3),
+                     "accuracy_gain_points": round(100 * accuracy_gain, 1)}
     return out
