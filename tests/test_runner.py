@@ -31,6 +31,7 @@ def test_runs_a_chapter_with_an_override(tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert (tmp_path / "executed" / f"{CHAPTER}.ipynb").exists()
     assert not list(tmp_path.glob(".*")), "scratch folders are cleaned up"
+    assert "without encryption" not in result.stderr + result.stdout, "kernels talk over local sockets"
 
 
 def test_unknown_parameter_fails_before_running(tmp_path):

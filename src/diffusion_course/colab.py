@@ -11,6 +11,8 @@ from pathlib import Path
 
 import nbformat
 
+from .paths import checkout_root
+
 REPO_SLUG = "diffusion-course/diffusion-course"
 BRANCH = "main"
 
@@ -47,7 +49,10 @@ def fix_notebook(path: Path, repo_root: Path) -> bool:
 
 
 def main() -> int:
-    root = Path(__file__).resolve().parents[2]
+    root = checkout_root()
+    if root is None:
+        print("run this from a checkout of the course (it rewrites the notebooks there)", file=sys.stderr)
+        return 2
     for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         if fix_notebook(path, root):
             print(f"updated {path.name}")

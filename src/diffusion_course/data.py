@@ -1,7 +1,7 @@
 """Where data live, and downloading one file safely (checksum first, then an atomic rename).
 
-The data root is ``$COURSE_DATA_ROOT`` if set (CI points it at a read-only shared copy),
-else the repository's ``data/`` folder, else ``./data``.
+The data root is ``paths.data_dir()``: ``$COURSE_DATA_ROOT`` if set (CI points it at a
+read-only shared copy), else the checkout's ``data/`` folder, else ``./data``.
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-DATA_ENV = "COURSE_DATA_ROOT"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .paths import DATA_ENV, data_dir
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -21,11 +20,7 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def data_root() -> Path:
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    if (REPO_ROOT / "data" / "README.md").exists():
-        return REPO_ROOT / "data"
-    return Path.cwd() / "data"
+    return data_dir()
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:

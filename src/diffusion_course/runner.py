@@ -30,15 +30,38 @@ import tempfile
 import time
 from pathlib import Path
 
+from .paths import build_dir, checkout_root
 from .report import METRICS_MIME
 from .settings import OVERRIDES_ENV, PROFILES, resolve_profile
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = checkout_root() or Path.cwd()   # the chapters run from a checkout
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
 class ChapterFailed(RuntimeError):
     pass
+
+
+def _local_kernel_manager():
+    """Kernels that talk to the runner over local (IPC) sockets. Over the default TCP transport
+    every kernel warns that its traffic is unencrypted, which tells a student nothing; a kernel
+    on the same machine does not need TCP at all, so the warning has no cause to print."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._socket_dir = None
+            if os.name == "posix":                    # unix sockets in a private folder
+                self._socket_dir = tempfile.mkdtemp(prefix="course-kernel-")
+                self.transport, self.ip = "ipc", str(Path(self._socket_dir) / "kernel")
+
+        def cleanup_resources(self, restart: bool = False) -> None:
+            super().cleanup_resources(restart=restart)
+            if self._socket_dir and not restart:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    return LocalKernelManager
 
 
 def list_chapters(notebooks: Path = NOTEBOOKS) -> list[Path]:
@@ -151,6 +174,7 @@ def run_chapter(notebook: Path, build: Path, profile: str, overrides: dict,
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
                 kernel_name="python3", progress_bar=False, log_output=log_output,
+                kernel_manager_class=_local_kernel_manager(),
             )
         except PapermillExecutionError as e:
             # Old outputs of this chapter would now be stale: remove them, keep the failure.
@@ -195,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"auto (default), {', '.join(PROFILES)}")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"), help="override a notebook parameter")
-    parser.add_argument("--build", type=Path, default=REPO_ROOT / "build", help="output folder")
+    parser.add_argument("--build", type=Path, default=build_dir(), help="output folder")
     parser.add_argument("--keep-going", action="store_true", help="run later chapters after a failure")
     parser.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     parser.add_argument("--list", action="store_true", help="list the chapters and exit")

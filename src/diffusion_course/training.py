@@ -19,11 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .objectives import PARAMETERISATIONS, diffusion_loss
+from .paths import CACHE_ENV, cache_dir  # noqa: F401  (re-exported: the cache lives in paths.py)
 from .schedules import SCHEDULES, NoiseSchedule
 from .settings import PRECISIONS, resolve_precision
 
-CACHE_ENV = "COURSE_CACHE"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class CheckpointError(RuntimeError):
@@ -264,10 +263,6 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
 # ---------------------------------------------------------------------------------------
 # The checkpoint cache shared by chapters
 # ---------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or REPO_ROOT / "checkpoints")
-
-
 def cache_key(*parts: dict) -> str:
     """A short hash of everything that determines a trained model."""
     text = json.dumps(parts, sort_keys=True, default=str)
