@@ -101,3 +101,30 @@ def test_every_kernel_sees_the_scoped_overrides(tmp_path, monkeypatch):
     assert seen["01"] == ({}, {"02": {"N_DRAWS": 500}})
     assert seen["02"] == ({"N_DRAWS": 500}, {"02": {"N_DRAWS": 500}})
     assert OVERRIDES_ENV not in os.environ, "restored after the run"
+
+
+def test_two_jobs_share_a_model_trained_once(tmp_path, real_data_root):
+    """Chapters 04 and 12 both need chapter 04's autoencoder: with --jobs 2 and an empty cache
+    both pass and exactly one of them trains it (the cache entry is locked; the other waits
+    and loads). Each job gets half of the cores."""
+    env = {**os.environ, "COURSE_CACHE": str(tmp_path / "cache"), "COURSE_DATA_ROOT": str(real_data_root)}
+    build = tmp_path / "build"
+    result = subprocess.run([sys.executable, "-m", "diffusion_course.runner", "04", "12", "--profile", "ci",
+                             "--jobs", "2", "--build", str(build)], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((build / "summary.json").read_text())
+    assert [r["status"] for r in summary] == ["ok", "ok"]
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(r["device"] == f"cpu, {threads} thread{'s' * (threads != 1)}" for r in summary)
+    texts = {n: (build / "executed" / f"{n}.ipynb").read_text() for n in
+             ("04_autoencoders_and_unets", "12_inverse_problems_deepinv")}
+    trained = ["autoencoder (trained now)" in texts["04_autoencoders_and_unets"],
+               "autoencoder trained now" in texts["12_inverse_problems_deepinv"]]
+    assert sum(trained) == 1, trained
+    assert len(list((tmp_path / "cache").glob("denoising-autoencoder-*.pt"))) == 1
+
+
+def test_jobs_must_be_positive(tmp_path):
+    result = run("01", "--jobs", "0", build=tmp_path)
+    assert result.returncode == 2 and "--jobs must be at least 1" in result.stderr

@@ -1,4 +1,5 @@
 """Training loop: exact resume, EMA formula, the load-or-train cache, bad checkpoints."""
+import os
 from dataclasses import replace
 
 import pytest
@@ -156,3 +157,35 @@ def test_bf16_autocast_keeps_float32_weights_and_tracks_fp32():
     assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=0.05)
     assert all(torch.isfinite(torch.tensor(bf16.losses)))
     assert all(p.dtype == torch.float32 for p in [*bf16.model.parameters(), *bf16.ema.parameters()])
+
+
+def _train_slowly(path: str, marker_dir: str) -> bool:
+    """In a separate process: load or train a tiny model at ``path``; training takes a second
+    and leaves a marker file, so the test can count how often it happened."""
+    import time as _time
+    from pathlib import Path as _Path
+
+    import torch as _torch
+
+    from diffusion_course.training import load_or_train_weights
+
+    def train():
+        _time.sleep(1.0)
+        (_Path(marker_dir) / f"trained-{os.getpid()}").touch()
+        return _torch.nn.Linear(2, 2)
+    _, info = load_or_train_weights(_Path(path), _torch.nn.Linear(2, 2), train)
+    return info["trained_now"]
+
+
+def test_a_cache_entry_is_trained_once_by_concurrent_processes(tmp_path):
+    """Two processes ask for the same missing entry at once: one trains it, the other waits
+    for the lock and loads the result (training.cache_lock)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    entry, markers = tmp_path / "cache" / "tiny.pt", tmp_path / "markers"
+    markers.mkdir()
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        trained_now = list(pool.map(_train_slowly, [str(entry)] * 2, [str(markers)] * 2))
+    assert sorted(trained_now) == [False, True]
+    assert len(list(markers.iterdir())) == 1 and entry.exists()

@@ -127,25 +127,26 @@ def load_denoising_autoencoder(cfg, device: torch.device | str = "cpu",
     training digits with sigma ~ U(0, ``cfg.max_noise_std``) per image. Chapter 12 reuses it as
     the plug-and-play prior. ``info`` has the loss of every step and the training seconds."""
     from .mnist_ddpm import data_spec, training_images
-    from .training import cache_dir, cache_key, read_checkpoint, save_atomically
+    from .training import cache_dir, cache_key, cache_lock, read_checkpoint, save_atomically
 
     torch.manual_seed(cfg.seed)
     model = Autoencoder(channels=(cfg.width, 2 * cfg.width), latent_channels=cfg.latent_channels)
     recipe = {"steps": cfg.train_steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
               "noise_std": [0.0, cfg.max_noise_std], "seed": cfg.seed}
     path = cache_dir() / f"denoising-autoencoder-{cache_key(model.config, recipe, data_spec(cfg.n_train))}.pt"
-    if path.exists():
-        blob = read_checkpoint(path)
-        model.load_state_dict(blob["model"])
-        return model.to(device).eval(), {"path": str(path), "trained_now": False,
-                                         "losses": blob["losses"].tolist(), "seconds": blob["seconds"]}
-    model = model.to(device)
-    start = time.perf_counter()
-    losses = train_autoencoder(model, training_images(cfg.n_train)[0], cfg.train_steps, cfg.batch_size,
-                               cfg.lr, noise_std=(0.0, cfg.max_noise_std),
-                               generator=torch.Generator().manual_seed(cfg.seed), progress=progress,
-                               desc="autoencoder")
-    seconds = time.perf_counter() - start
-    save_atomically({"format": "diffusion-course-v1", "model": model.state_dict(),
-                     "losses": torch.tensor(losses), "seconds": seconds, "recipe": recipe}, path)
-    return model.eval(), {"path": str(path), "trained_now": True, "losses": losses, "seconds": seconds}
+    with cache_lock(path):   # a second process that needs it waits, then loads it
+        if path.exists():
+            blob = read_checkpoint(path)
+            model.load_state_dict(blob["model"])
+            return model.to(device).eval(), {"path": str(path), "trained_now": False,
+                                             "losses": blob["losses"].tolist(), "seconds": blob["seconds"]}
+        model = model.to(device)
+        start = time.perf_counter()
+        losses = train_autoencoder(model, training_images(cfg.n_train)[0], cfg.train_steps, cfg.batch_size,
+                                   cfg.lr, noise_std=(0.0, cfg.max_noise_std),
+                                   generator=torch.Generator().manual_seed(cfg.seed), progress=progress,
+                                   desc="autoencoder")
+        seconds = time.perf_counter() - start
+        save_atomically({"format": "diffusion-course-v1", "model": model.state_dict(),
+                         "losses": torch.tensor(losses), "seconds": seconds, "recipe": recipe}, path)
+        return model.eval(), {"path": str(path), "trained_now": True, "losses": losses, "seconds": seconds}

@@ -32,7 +32,7 @@ from .mnist_ddpm import data_spec, training_images
 from .sampling import sample
 from .schedules import NoiseSchedule
 from .settings import Settings
-from .training import (TrainConfig, autocast, cache_dir, cache_key, load_or_train, lr_at,
+from .training import (TrainConfig, autocast, cache_dir, cache_key, cache_lock, load_or_train, lr_at,
                        save_atomically, train_config_from)
 from .unet import UNet
 
@@ -199,27 +199,28 @@ def load_or_train_codec(cfg: Settings, progress: bool = True) -> tuple[LatentCod
     recipe = autoencoder_recipe(cfg)
     key = cache_key(model.config, recipe, spec)
     path = cache_dir() / f"mnist-codec-{key}.pt"
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["model"])
-        info = {"path": str(path), "trained_now": False, "key": key, "seconds": blob["seconds"],
-                "mse": blob["mse"].tolist(), "kl": blob["kl"].tolist(), "data": spec}
-        return LatentCodec(model, blob["shift"], blob["scale"]).to(cfg.device), info
-    images, _ = training_images(cfg.n_train)
-    torch.manual_seed(cfg.seed)
-    model = make_autoencoder(cfg)  # re-made under the seed: the same weights every time
-    hist = train_latent_autoencoder(model, images, cfg.ae_steps, cfg.ae_batch_size, cfg.ae_lr,
-                                    cfg.kl_weight, cfg.seed, progress, cfg.device)
-    model = model.cpu().eval()
-    with torch.no_grad():
-        shift, scale = fit_scaling(torch.cat([model.encode(c) for c in images.split(1000)]))
-    blob = {"model": model.state_dict(), "shift": shift, "scale": scale, "seconds": hist["seconds"],
-            "mse": torch.tensor(hist["mse"]), "kl": torch.tensor(hist["kl"]), "config": model.config,
-            "recipe": recipe, "data": spec}
-    save_atomically(blob, path)
-    info = {"path": str(path), "trained_now": True, "key": key, "seconds": hist["seconds"],
-            "mse": hist["mse"], "kl": hist["kl"], "data": spec}
-    return LatentCodec(model, shift, scale).to(cfg.device), info
+    with cache_lock(path):   # a second process that needs it waits, then loads it
+        if path.exists():
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(blob["model"])
+            info = {"path": str(path), "trained_now": False, "key": key, "seconds": blob["seconds"],
+                    "mse": blob["mse"].tolist(), "kl": blob["kl"].tolist(), "data": spec}
+            return LatentCodec(model, blob["shift"], blob["scale"]).to(cfg.device), info
+        images, _ = training_images(cfg.n_train)
+        torch.manual_seed(cfg.seed)
+        model = make_autoencoder(cfg)  # re-made under the seed: the same weights every time
+        hist = train_latent_autoencoder(model, images, cfg.ae_steps, cfg.ae_batch_size, cfg.ae_lr,
+                                        cfg.kl_weight, cfg.seed, progress, cfg.device)
+        model = model.cpu().eval()
+        with torch.no_grad():
+            shift, scale = fit_scaling(torch.cat([model.encode(c) for c in images.split(1000)]))
+        blob = {"model": model.state_dict(), "shift": shift, "scale": scale, "seconds": hist["seconds"],
+                "mse": torch.tensor(hist["mse"]), "kl": torch.tensor(hist["kl"]), "config": model.config,
+                "recipe": recipe, "data": spec}
+        save_atomically(blob, path)
+        info = {"path": str(path), "trained_now": True, "key": key, "seconds": hist["seconds"],
+                "mse": hist["mse"], "kl": hist["kl"], "data": spec}
+        return LatentCodec(model, shift, scale).to(cfg.device), info
 
 
 def make_latent_unet(cfg: Settings) -> UNet:

@@ -56,10 +56,12 @@ def _local_kernel_manager():
                 self._socket_dir = tempfile.mkdtemp(prefix="course-kernel-")
                 self.transport, self.ip = "ipc", str(Path(self._socket_dir) / "kernel")
 
-        def cleanup_resources(self, restart: bool = False) -> None:
-            super().cleanup_resources(restart=restart)
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:  # what shutdown calls
+            await super()._async_cleanup_resources(restart=restart)
             if self._socket_dir and not restart:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+        cleanup_resources = _async_cleanup_resources
 
     return LocalKernelManager
 
@@ -221,10 +223,16 @@ def main(argv: list[str] | None = None) -> int:
                         metavar=("NAME", "VALUE"), help="override a notebook parameter")
     parser.add_argument("--build", type=Path, default=build_dir(), help="output folder")
     parser.add_argument("--keep-going", action="store_true", help="run later chapters after a failure")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="chapters run at once, one kernel each (default 1): one GPU per job on a "
+                             "multi-GPU machine, the CPU cores split between jobs otherwise; a model two "
+                             "chapters need is trained once (the other waits for it)")
     parser.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     parser.add_argument("--list", action="store_true", help="list the chapters and exit")
     args = parser.parse_args(argv)
 
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.list:
         for p in list_chapters():
             print(p.stem)
@@ -255,31 +263,103 @@ def _run_all(chapters: list[Path], args, profile: str, scoped: dict) -> int:
     os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # the kernel of this environment
     os.environ.setdefault("MPLBACKEND", "agg")
 
-    print(f"running {len(chapters)} chapter(s) with profile {profile!r} into {args.build}")
+    print(f"running {len(chapters)} chapter(s) with profile {profile!r} into {args.build}"
+          + (f", {args.jobs} at a time" if args.jobs > 1 else ""))
+    jobs = [(nb, args.build, profile, scoped.get(nb.stem.split("_")[0], {}), args.log_output) for nb in chapters]
     rows, failures = [], []
-    for nb in chapters:
-        print(f"  {nb.stem} ...", flush=True)
-        start = time.perf_counter()
-        try:
-            mine = scoped.get(nb.stem.split("_")[0], {})
-            summary = run_chapter(nb, args.build, profile, mine, args.log_output)
-            rows.append((nb.stem, "ok", summary["wall_time_s"], f"{len(summary['figures'])} figures"))
-        except ChapterFailed as e:
-            rows.append((nb.stem, "FAILED", round(time.perf_counter() - start, 2), ""))
-            failures.append(str(e))
-            print(f"error: {e}", file=sys.stderr)
-            if not args.keep_going:
-                break
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'chapter':<{width}}  {'status':<7}{'wall s':>9}")
-    for name, status, wall, extra in rows:
-        print(f"{name:<{width}}  {status:<7}{wall:>9.1f}  {extra}")
+    if args.jobs == 1:
+        for job in jobs:
+            print(f"  {job[0].stem} ...", flush=True)
+            row, error = _run_job(*job)
+            rows.append(row)
+            if error:
+                failures.append(error)
+                print(f"error: {error}", file=sys.stderr)
+                if not args.keep_going:
+                    break
+    else:
+        rows, failures = _run_parallel(jobs, args.jobs, args.keep_going)
+    width = max(len(r["chapter"]) for r in rows)
+    print(f"\n{'chapter':<{width}}  {'status':<7}{'wall s':>9}  {'device':<16}")
+    for r in rows:
+        print(f"{r['chapter']:<{width}}  {r['status']:<7}{r['wall_time_s']:>9.1f}  {r['device']:<16}  {r['extra']}")
     (args.build / "summary.json").write_text(json.dumps(
-        [{"chapter": n, "status": s, "wall_time_s": w} for n, s, w, _ in rows], indent=2) + "\n")
+        [{k: r[k] for k in ("chapter", "status", "wall_time_s", "device")} for r in rows], indent=2) + "\n")
     if failures:
         print("\n" + "\n".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _job_device() -> str:
+    """What this process's kernels run on, as the runner set it up (``_start_worker``)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return f"gpu {os.environ['CUDA_VISIBLE_DEVICES']}"
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return f"cpu, {threads} thread{'s' * (threads != '1')}" if threads else "auto"
+
+
+def _run_job(nb: Path, build: Path, profile: str, overrides: dict, log_output: bool) -> tuple[dict, str | None]:
+    """One chapter: (its summary row, the error message or None)."""
+    start = time.perf_counter()
+    try:
+        summary = run_chapter(nb, build, profile, overrides, log_output)
+        return {"chapter": nb.stem, "status": "ok", "wall_time_s": summary["wall_time_s"],
+                "device": _job_device(), "extra": f"{len(summary['figures'])} figures"}, None
+    except ChapterFailed as e:
+        return {"chapter": nb.stem, "status": "FAILED", "wall_time_s": round(time.perf_counter() - start, 2),
+                "device": _job_device(), "extra": ""}, str(e)
+
+
+def _start_worker(slots, gpus: int, threads: int) -> None:
+    """Give this worker process its share of the machine, inherited by every kernel it starts:
+    one GPU of its own where there are GPUs, else ``threads`` CPU threads (two kernels that each
+    use every core run many times slower than one after the other)."""
+    slot = slots.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def _run_parallel(jobs: list[tuple], n: int, keep_going: bool) -> tuple[list[dict], list[str]]:
+    """Run ``jobs`` (``_run_job`` arguments) ``n`` at a time in worker processes. Chapters that
+    need the same cached model do not both train it: the cache entry is locked
+    (``training.cache_lock``), so the second waits for the first and loads its result."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = max(1, (os.cpu_count() or 1) // n)
+    context = multiprocessing.get_context("spawn")
+    slots = context.Manager().Queue()
+    for i in range(n):
+        slots.put(i)
+    rows, failures = {}, []
+    with ProcessPoolExecutor(n, mp_context=context, initializer=_start_worker,
+                             initargs=(slots, gpus, threads)) as pool:
+        pending = {pool.submit(_run_job, *job): job[0].stem for job in jobs}
+        for name in pending.values():
+            print(f"  {name} ... (queued)", flush=True)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = pending.pop(future)
+                if future.cancelled():                   # after a failure without --keep-going
+                    continue
+                row, error = future.result()
+                rows[name] = row
+                print(f"  {name}: {row['status']} in {row['wall_time_s']:.1f} s ({row['device']})", flush=True)
+                if error:
+                    failures.append(error)
+                    print(f"error: {error}", file=sys.stderr)
+                    if not keep_going:
+                        for f in pending:
+                            f.cancel()
+    order = [job[0].stem for job in jobs]
+    return [rows[name] for name in order if name in rows], failures
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -269,19 +270,46 @@ def cache_key(*parts: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@contextmanager
+def cache_lock(path: Path):
+    """Only one process at a time checks, trains and writes the cache entry ``path``: another
+    one that needs it waits here, then finds the finished file and loads it, instead of
+    training a second copy (``python -m diffusion_course.runner --jobs N``). An exclusive
+    ``flock`` on a hidden ``.<name>.lock`` beside the entry; where there is none (Windows, a
+    read-only cache) the entry is simply not locked."""
+    try:
+        import fcntl
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.parent / f".{path.name}.lock", "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is training {path.name} ...", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def load_or_train_weights(path: Path, model: torch.nn.Module,
                           train_model: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, dict]:
     """``model`` with the weights cached at ``path``, or else ``train_model()``'s result, whose
     weights are then cached there (saved to a temporary file and renamed, so an interrupted
     save leaves nothing half-written). For small models without a training state to resume,
     such as the evaluation classifiers."""
-    if path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), {"path": str(path), "trained_now": False}
-    start = time.perf_counter()
-    model = train_model()
-    save_atomically(model.state_dict(), path)
-    return model, {"path": str(path), "trained_now": True, "seconds": time.perf_counter() - start}
+    with cache_lock(path):
+        if path.exists():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval(), {"path": str(path), "trained_now": False}
+        start = time.perf_counter()
+        model = train_model()
+        save_atomically(model.state_dict(), path)
+        return model, {"path": str(path), "trained_now": True, "seconds": time.perf_counter() - start}
 
 
 def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: TrainConfig,
@@ -302,21 +330,22 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
                     *([{"keep_ema_at": keep_ema_at}] if keep_ema_at else []))
     final = cache_dir() / f"{name}-{key}.pt"
     partial = final.with_suffix(".partial.pt")
-    if final.exists():
-        blob = read_checkpoint(final)
-        model.load_state_dict(blob["ema"])
-        info = {"path": str(final), "trained_now": False, "complete": True, "steps": blob["step"],
-                "seconds": blob["seconds"], "losses": blob["losses"].tolist(),
-                "ema_history": blob.get("ema_history", {}), **blob["extra"]}
-        return model.to(device).eval(), info
-    images, labels = data()
-    state = train(model, images, cfg, labels, checkpoint=partial, progress=progress,
-                  max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at)
-    save_checkpoint(state, cfg, partial, extra={"data": data_spec})
-    complete = state.step == cfg.steps
-    if complete:  # only a finished run enters the cache; a cut-short one resumes next time
-        os.replace(partial, final)
-    info = {"path": str(final if complete else partial), "trained_now": True,
-            "complete": complete, "steps": state.step, "seconds": state.seconds,
-            "losses": state.losses, "ema_history": state.ema_history, "data": data_spec}
-    return state.ema.to(device).eval(), info
+    with cache_lock(final):
+        if final.exists():
+            blob = read_checkpoint(final)
+            model.load_state_dict(blob["ema"])
+            info = {"path": str(final), "trained_now": False, "complete": True, "steps": blob["step"],
+                    "seconds": blob["seconds"], "losses": blob["losses"].tolist(),
+                    "ema_history": blob.get("ema_history", {}), **blob["extra"]}
+            return model.to(device).eval(), info
+        images, labels = data()
+        state = train(model, images, cfg, labels, checkpoint=partial, progress=progress,
+                      max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at)
+        save_checkpoint(state, cfg, partial, extra={"data": data_spec})
+        complete = state.step == cfg.steps
+        if complete:  # only a finished run enters the cache; a cut-short one resumes next time
+            os.replace(partial, final)
+        info = {"path": str(final if complete else partial), "trained_now": True,
+                "complete": complete, "steps": state.step, "seconds": state.seconds,
+                "losses": state.losses, "ema_history": state.ema_history, "data": data_spec}
+        return state.ema.to(device).eval(), info
