@@ -25,7 +25,10 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> to
 
 def scaled_linear_betas(T: int) -> torch.Tensor:
     """The linear schedule rescaled by 1000 / T so any T ends as noisy as T = 1000 does
-    (Nichol & Dhariwal 2021). Betas are capped below 1 for very small T."""
+    (Nichol & Dhariwal 2021). Betas are capped below 1 for very small T.
+
+    Not diffusers' ``scaled_linear`` (nor deepinv's ``scaled_linear=True``): there the name
+    means Stable Diffusion's schedule, linear in sqrt(beta_t)."""
     _check_T(T)
     scale = 1000.0 / T
     return linear_betas(T, 1e-4 * scale, min(0.02 * scale, 0.999))
