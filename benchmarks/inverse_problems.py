@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from diffusion_course.autoencoder import load_denoising_autoencoder
-from diffusion_course.inverse import (METHODS, PROBLEMS, AutoencoderDenoiser, CourseDenoiser, MethodSettings,
-                                      make_problem, psnr_ssim, restore, settings_for, study, summary)
+from diffusion_course.inverse import (METHODS, PROBLEMS, AutoencoderDenoiser, CourseDenoiser, make_problem,
+                                      psnr_ssim, restore, settings_for, study, summary)
 from diffusion_course.judge import load_judge
 from diffusion_course.mnist import to_unit
 from diffusion_course.mnist_ddpm import MODELS, load_mnist_model, test_images
@@ -108,7 +106,6 @@ def main() -> None:
         results = study(args.problems, args.methods, x, labels, denoiser, dae, judge, cfg.steps, cfg.seed)
         result["judge"] = judge.describe()
         result["results"] = {name: {**{k: v for k, v in r.items() if k != "measurement"},
-                                    "settings": asdict(settings_for(name, cfg.steps)),
                                     "methods": {m: {k: v for k, v in row.items() if k != "restored"}
                                                 for m, row in r["methods"].items()}}
                              for name, r in results.items()}

@@ -20,9 +20,8 @@ units is 2 sigma in the model's.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ try:
 except ImportError as e:  # pragma: no cover - deepinv is a dependency of the course
     raise ImportError("chapter 12 needs deepinv >= 0.5: pip install 'deepinv>=0.5'") from e
 
-from .sampling import predict, timesteps
+from .sampling import predict, step_mean, timesteps
 from .schedules import NoiseSchedule
 from .sde import DeepinvDenoiser, deepinv_vp_sde
 
@@ -149,10 +148,10 @@ def is_decomposable(physics) -> bool:
 # ---------------------------------------------------------------------------------------
 # DPS written out (Chung et al. 2023), on the course's schedule
 # ---------------------------------------------------------------------------------------
-def dps_step(model, kind: str, x_t: torch.Tensor, t: int, a_t: float, s_t: float, a_s: float,
-             s_s: float, y: torch.Tensor, physics, weight: float, noise: torch.Tensor,
+def dps_step(model, kind: str, schedule: NoiseSchedule, x_t: torch.Tensor, t: int, s: int,
+             y: torch.Tensor, physics, weight: float, noise: torch.Tensor,
              clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DPS step from noise level (a_t, s_t) down to (a_s, s_s); returns (x_s, x0_hat in [0, 1]).
+    """One DPS step from step t down to step s < t of ``schedule``; returns (x_s, x0_hat in [0, 1]).
 
     The score of p_t(x_t | y) = score of p_t(x_t) + grad log p_t(y | x_t), and DPS approximates
     p(y | x_t) by p(y | x0 = x0_hat(x_t)), x0_hat the model's denoised guess (Tweedie):
@@ -160,29 +159,30 @@ def dps_step(model, kind: str, x_t: torch.Tensor, t: int, a_t: float, s_t: float
         L(x_t)  = weight * || y - A((x0_hat(x_t) + 1) / 2) ||   (A works on [0, 1] images)
         score   ~ (a_t x0_hat - x_t) / s_t^2 - grad_{x_t} L
 
-    and takes the ancestral (DDPM) step with that score. Written in x0_hat and eps_hat, that is
-    the course's step (``sampling.sample`` with eta = 1) minus a multiple of the gradient:
+    and takes the ancestral (DDPM) step with that score. Written in x0_hat and eps_hat
+    (a = sqrt(abar), s = sqrt(1 - abar)), that is the course's step (``sampling.step_mean``
+    with eta = 1, as ``sampling.sample`` takes it) minus a multiple of the gradient:
 
         x_s     = a_s x0_hat + sqrt(s_s^2 - sigma^2) eps_hat + sigma z - zeta_t grad_{x_t} L
         sigma^2 = s_s^2 (1 - r^2),  r = (s_s / a_s) / (s_t / a_t)   (the posterior variance)
-        zeta_t  = a_t a_s ((s_t / a_t)^2 - (s_s / a_s)^2)
+        zeta_t  = a_t a_s ((s_t / a_t)^2 - (s_s / a_s)^2) = (abar_s - abar_t) / sqrt(abar_t abar_s)
 
     For neighbouring steps of the chain zeta_t = beta_t / sqrt(alpha_t). Chung et al. write the
     correction as zeta_i grad ||y - A x0_hat||^2 with zeta_i = zeta' / ||y - A x0_hat||, which is
     2 zeta' grad ||y - A x0_hat||: the norm, not its square, as in L.
     """
+    ab_t, ab_s = schedule.alpha_bars[t], schedule.alpha_bars[s]
     x_t = x_t.detach().requires_grad_(True)
     with torch.enable_grad():
-        x0_hat, eps_hat = predict(model, x_t, t, kind, torch.tensor(a_t).float(),
-                                  torch.tensor(s_t).float(), clip_x0=clip_x0)
+        x0_hat, eps_hat = predict(model, x_t, t, kind, ab_t.sqrt().float(), (1 - ab_t).sqrt().float(),
+                                  clip_x0=clip_x0)
         residual = y - physics.A((x0_hat + 1) / 2)
         loss = weight * residual.flatten(1).norm(dim=1)           # one ||.|| per image
         grad = torch.autograd.grad(loss.sum(), x_t)[0]           # images do not interact
     x0_hat, eps_hat = x0_hat.detach(), eps_hat.detach()
-    ratio = (s_s / a_s) / (s_t / a_t)                            # r = sigma_s / sigma_t (VE units)
-    sigma = s_s * math.sqrt(max(1 - ratio**2, 0.0))              # posterior std (eta = 1)
-    zeta = a_t * a_s * ((s_t / a_t) ** 2 - (s_s / a_s) ** 2)     # = beta_t / sqrt(alpha_t) for one step
-    x_s = a_s * x0_hat + math.sqrt(max(s_s**2 - sigma**2, 0.0)) * eps_hat + sigma * noise - zeta * grad
+    mean, sigma = step_mean(x0_hat, eps_hat, ab_t, ab_s, eta=1.0)
+    zeta = (ab_s - ab_t) / (ab_t * ab_s).sqrt()                  # = beta_t / sqrt(alpha_t) for one step
+    x_s = mean + sigma.float() * noise - zeta.float() * grad
     return x_s.detach(), (x0_hat + 1) / 2
 
 
@@ -194,16 +194,13 @@ def dps_sample(model, schedule: NoiseSchedule, kind: str, y: torch.Tensor, physi
     one last likelihood correction, as deepinv's sampler does.
     x_T and the noise of every step are drawn from ``generator``, unless given (``x_T``, and
     ``noises``: one tensor per step), e.g. to replay another sampler's draws."""
-    ab = schedule.alpha_bars
     ts = timesteps(schedule.T, steps)
     shape = physics.A_adjoint(y).shape                 # the image space, whatever y's shape
     x = (torch.randn(shape, generator=generator) if x_T is None else x_T.float()).to(y.device)
     for i, t in enumerate(ts):
         s = ts[i + 1] if i + 1 < len(ts) else 0
-        a_t, a_s = float(ab[t].sqrt()), float(ab[s].sqrt())
         z = torch.randn(shape, generator=generator) if noises is None else noises[i].float()
-        x, _ = dps_step(model, kind, x, t, a_t, math.sqrt(1 - a_t**2), a_s, math.sqrt(1 - a_s**2),
-                        y, physics, weight, z.to(y.device), clip_x0)
+        x, _ = dps_step(model, kind, schedule, x, t, s, y, physics, weight, z.to(y.device), clip_x0)
     return ((x + 1) / 2).clamp(0, 1)
 
 
@@ -341,29 +338,29 @@ def settings_for(problem: str, steps: int) -> MethodSettings:
 
 
 def study(problems, methods, x: torch.Tensor, labels: torch.Tensor, denoiser: CourseDenoiser,
-          dae: AutoencoderDenoiser, judge, steps: int, seed: int = 0,
-          settings: dict[str, MethodSettings] | None = None) -> dict:
+          dae: AutoencoderDenoiser, judge, steps: int, seed: int = 0) -> dict:
     """Measure every method on every problem on the test digits ``x`` ([N, 1, 28, 28] in
     [0, 1], true ``labels``): y = physics(x) once per problem (seeded), then per method the
     restorations, PSNR and SSIM (mean, sd), the judge's accuracy on the restorations (does the
     digit keep its identity?) and seconds per image. DDRM is skipped where the physics is not
-    decomposable. Returns {problem: {"measurement": y, "methods": {method: {...}}}}."""
+    decomposable. Returns {problem: {"measurement": y, "settings": the ``MethodSettings`` used
+    (``settings_for``), "methods": {method: {...}}}}."""
     out = {}
     for name in problems:
         physics = make_problem(name, seed, device=x.device)
         y = physics(x)
+        cfg = settings_for(name, steps)
         rows = {}
         for method in methods:
             if method == "ddrm" and not is_decomposable(physics):
                 continue
-            cfg = (settings or {}).get(name) or settings_for(name, steps)
             x_hat, seconds = timed(restore, method, y, physics, cfg, denoiser, dae, seed)
             psnr, ssim = psnr_ssim(x_hat, x)
             correct = (judge.labels(2 * x_hat - 1) == labels.cpu()).float()
             rows[method] = {"restored": x_hat.cpu(), "psnr": psnr.mean().item(), "psnr_sd": psnr.std().item(),
                             "ssim": ssim.mean().item(), "ssim_sd": ssim.std().item(),
                             "judge_accuracy": correct.mean().item(), "seconds_per_image": seconds / len(x)}
-        out[name] = {"measurement": y.cpu(), "description": PROBLEMS[name],
+        out[name] = {"measurement": y.cpu(), "description": PROBLEMS[name], "settings": asdict(cfg),
                      "noise_sigma": round(float(physics.noise_model.sigma), 6), "methods": rows}
     return out
 

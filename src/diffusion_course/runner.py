@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import base64
+import functools
 import json
 import os
 import shutil
@@ -42,6 +43,7 @@ class ChapterFailed(RuntimeError):
     pass
 
 
+@functools.cache   # one class, made on first use (jupyter_client is imported only to run chapters)
 def _local_kernel_manager():
     """Kernels that talk to the runner over local (IPC) sockets. Over the default TCP transport
     every kernel warns that its traffic is unencrypted, which tells a student nothing; a kernel

@@ -101,6 +101,20 @@ def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch
     return x0, eps
 
 
+def step_mean(x0: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor,
+              eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step from t down to s < t of the respaced chain, given the predictions (x0_hat,
+    eps_hat) at t: (mean, sigma), so that x_s = mean + sigma z with z ~ N(0, I):
+
+        mean  = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat
+        sigma = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s)
+
+    eta = 1: the ancestral (DDPM) step, whose sigma^2 is the posterior variance; eta = 0: DDIM."""
+    sigma = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
+    noise_coef = (1 - ab_s - sigma**2).clamp(min=0).sqrt()
+    return ab_s.sqrt().float() * x0 + noise_coef.float() * eps, sigma
+
+
 @torch.no_grad()
 def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | None = None,
            eta: float = 1.0, spacing: str = "uniform", kind: str = "eps", clip_x0: bool = True,
@@ -136,9 +150,7 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
         a_t, a_s = ab[t], ab[s_]
         x0, eps = predict(model, x, t, kind, a_t.sqrt().float(), (1 - a_t).sqrt().float(),
                           labels, guidance, clip_x0)
-        sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
-        noise_coef = (1 - a_s - sigma**2).clamp(min=0).sqrt()
-        x = a_s.sqrt().float() * x0 + noise_coef.float() * eps
+        x, sigma = step_mean(x0, eps, a_t, a_s, eta)
         if sigma > 0:
             x = x + sigma.float() * torch.randn(shape, generator=generator).to(device)
         if t in snapshot_at:
