@@ -4,6 +4,7 @@
     python -m diffusion_course.runner 01 02 --profile ci
     python -m diffusion_course.runner 02 -p N_DRAWS 5000 -p SCHEDULE cosine
     python -m diffusion_course.runner 05 06 -p 05:TRAIN_STEPS 3000 -p 06:MODEL student
+    python -m diffusion_course.runner --student-edition  # exercises without solutions, build/student/
 
 A parameter is scoped to one chapter (``05:TRAIN_STEPS``); the plain form is allowed when one
 chapter runs. Chapter 05's overrides also reach the chapters that use its model (``MODEL =
@@ -31,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .editions import write_student_edition
 from .paths import build_dir, checkout_root
 from .report import METRICS_MIME
 from .settings import OVERRIDES_ENV, PROFILES, resolve_profile
@@ -231,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                              "chapters need is trained once (the other waits for it)")
     parser.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     parser.add_argument("--list", action="store_true", help="list the chapters and exit")
+    parser.add_argument("--student-edition", action="store_true",
+                        help="write the chapters' student editions (solutions replaced by stubs) "
+                             "into BUILD/student/ without running them")
     args = parser.parse_args(argv)
 
     if args.jobs < 1:
@@ -244,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     chapters = select_chapters(args.chapters)
+    if args.student_edition:
+        for nb in chapters:
+            print(write_student_edition(nb, args.build / "student"))
+        return 0
     try:
         scoped = scope_parameters(args.parameter, chapters)
     except (ValueError, ChapterFailed) as e:
