@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make course            run every chapter through papermill into build/ (PROFILE=ci for a quick run)
 #   make test              unit tests + every notebook under nbval in the ci profile
+#                          (+ the website built from that run, checked in headless Chromium)
+#   make site              the course website from the chapters `make course` executed
 # Both create .venv on first use and reuse it afterwards.
 
 PYTHON  ?= python3
@@ -18,7 +20,7 @@ ifeq ($(COURSE_DATA_ROOT),)
   endif
 endif
 
-.PHONY: env course test test-unit lab lock clean
+.PHONY: env course test test-unit site student lab lock clean
 
 env: $(STAMP)
 
@@ -32,12 +34,23 @@ $(STAMP): pyproject.toml constraints.txt
 course: $(STAMP)
 	$(PY) -m diffusion_course.runner --profile $(PROFILE) $(CHAPTERS) $(ARGS)
 
+# nbval's run of the notebooks is kept in build/test (diffusion_course.nbval_record), and
+# tests/test_site.py (run last) builds the website from it and opens it in Chromium.
 test: $(STAMP)
 	COURSE_PROFILE=ci MPLBACKEND=agg JUPYTER_PREFER_ENV_PATH=1 \
-	  $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 tests notebooks
+	  $(PY) -m pytest -p diffusion_course.nbval_record --record-executed build/test \
+	  --nbval-lax --nbval-current-env --nbval-cell-timeout=600 tests notebooks
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests -m "not notebooks"
+
+# The website from build/ (what `make course` executed; nothing runs twice) into build/site.
+site: $(STAMP)
+	$(PY) -m diffusion_course.site --build build --out build/site
+
+# Every chapter with its solutions replaced by stubs, into build/student/.
+student: $(STAMP)
+	$(PY) -m diffusion_course.runner --student-edition $(CHAPTERS)
 
 lab: $(STAMP)
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks

@@ -167,9 +167,7 @@ def run_chapter(notebook: Path, build: Path, profile: str, overrides: dict,
     check_parameters(notebook, overrides)
     chapter = notebook.stem
     params = {"PROFILE": profile, **overrides}
-    final = {"executed": build / "executed" / f"{chapter}.ipynb",
-             "figures": build / "figures" / chapter,
-             "metrics": build / "metrics" / f"{chapter}.json"}
+    final = build_paths(build, chapter)
     failed_copy = build / "failed" / f"{chapter}.ipynb"
     build.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{chapter}.", dir=build))
@@ -184,7 +182,7 @@ def run_chapter(notebook: Path, build: Path, profile: str, overrides: dict,
             )
         except PapermillExecutionError as e:
             # Old outputs of this chapter would now be stale: remove them, keep the failure.
-            _remove(*final.values())
+            remove_paths(*final.values())
             failed_copy.parent.mkdir(parents=True, exist_ok=True)
             if executed.exists():
                 shutil.move(str(executed), failed_copy)
@@ -192,24 +190,38 @@ def run_chapter(notebook: Path, build: Path, profile: str, overrides: dict,
                 f"{chapter} failed in cell {e.cell_index} (execution count {e.exec_count}): "
                 f"{e.ename}: {e.evalue}\n  executed notebook kept at {failed_copy}"
             ) from None
-        wall = time.perf_counter() - start
-        metrics, figures = collect_outputs(executed, scratch / "figures")
-        summary = {"chapter": chapter, "profile": profile, "parameters": params,
-                   "wall_time_s": round(wall, 2), "figures": figures, "metrics": metrics}
-        (scratch / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        # Everything exists: swap it into place.
-        _remove(*final.values(), failed_copy)
-        for path in final.values():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(scratch / "figures", final["figures"])
-        os.replace(scratch / "metrics.json", final["metrics"])
-        os.replace(executed, final["executed"])  # last: its presence marks a complete run
-        return summary
+        return publish_chapter(executed, build, profile, params, time.perf_counter() - start)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _remove(*paths: Path) -> None:
+def build_paths(build: Path, chapter: str) -> dict[str, Path]:
+    """Where a chapter's executed notebook, figures and metrics go under ``build``."""
+    return {"executed": build / "executed" / f"{chapter}.ipynb",
+            "figures": build / "figures" / chapter,
+            "metrics": build / "metrics" / f"{chapter}.json"}
+
+
+def publish_chapter(executed: Path, build: Path, profile: str, params: dict, wall: float) -> dict:
+    """Move a complete executed notebook (in a scratch folder inside ``build``) into place,
+    with the figures and metrics collected from it; replaces the chapter's old files."""
+    chapter, scratch = executed.stem, executed.parent
+    final = build_paths(build, chapter)
+    metrics, figures = collect_outputs(executed, scratch / "figures")
+    summary = {"chapter": chapter, "profile": profile, "parameters": params,
+               "wall_time_s": round(wall, 2), "figures": figures, "metrics": metrics}
+    (scratch / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # Everything exists: swap it into place.
+    remove_paths(*final.values(), build / "failed" / f"{chapter}.ipynb")
+    for path in final.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(scratch / "figures", final["figures"])
+    os.replace(scratch / "metrics.json", final["metrics"])
+    os.replace(executed, final["executed"])  # last: its presence marks a complete run
+    return summary
+
+
+def remove_paths(*paths: Path) -> None:
     for p in paths:
         if p.is_dir():
             shutil.rmtree(p)

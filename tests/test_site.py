@@ -1,0 +1,177 @@
+"""The course website, built from CI's own run of the notebooks and opened in a real browser.
+
+`make test` runs pytest with `-p diffusion_course.nbval_record --record-executed build/test`,
+so nbval's execution of every chapter is kept and these tests (which that plugin runs last)
+build the site from it. Run alone, they execute the chapters in the `ci` profile first.
+Headless Chromium is Debian's `chromium` (`.ci/run` installs it when missing), driven by
+Playwright; without it the browser tests skip, unless $COURSE_REQUIRE_BROWSER is set (CI).
+"""
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from diffusion_course import runner, site
+
+REPO = Path(__file__).resolve().parents[1]
+RECORDED = REPO / "build" / "test"
+CHAPTERS = [p.stem for p in runner.list_chapters()]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Chromium on a machine without a network: no background connections, no sandbox as root.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = REPO / "build" / "site-screenshot.png"
+
+
+def _recorded_run_is_complete() -> bool:
+    return all((RECORDED / "executed" / f"{c}.ipynb").exists()
+               and (RECORDED / "executed" / f"{c}.ipynb").stat().st_mtime
+               >= (runner.NOTEBOOKS / f"{c}.ipynb").stat().st_mtime for c in CHAPTERS)
+
+
+@pytest.fixture(scope="module")
+def built_site(request, tmp_path_factory) -> Path:
+    build = RECORDED
+    if not _recorded_run_is_complete():
+        if getattr(request.config, "_nbval_recorder", None) is not None:
+            pytest.fail(f"nbval did not record every chapter into {RECORDED} (a notebook failed)")
+        build = tmp_path_factory.mktemp("ci-run")      # run alone: execute the chapters now
+        assert runner.main(["--profile", "ci", "--build", str(build)]) == 0
+    return site.build_site(build, tmp_path_factory.mktemp("site") / "site")
+
+
+@pytest.fixture(scope="module")
+def server(built_site):
+    handler = functools.partial(_QuietHandler, directory=str(built_site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("COURSE_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def test_every_chapter_has_a_page_and_sphinx_did_not_warn(built_site):
+    for chapter in CHAPTERS:
+        assert (built_site / f"{chapter}.html").exists()
+    warnings = (built_site / "_build_warnings.txt").read_text().strip()
+    assert warnings == "", f"sphinx warned:\n{warnings}"
+
+
+def _plain_text(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html)
+
+
+def test_pages_state_profile_and_measured_numbers(built_site):
+    for chapter in CHAPTERS:
+        text = _plain_text((built_site / f"{chapter}.html").read_text())
+        assert re.search(r"This page shows the (ci|cpu|gpu) profile run of \d{4}-\d\d-\d\d", text), chapter
+        assert "Numbers measured in this run" in text
+    home = (built_site / "index.html").read_text()
+    assert re.search(r"These pages show the chapters as executed in the (ci|cpu|gpu)", _plain_text(home))
+    assert all(f'href="{c}.html"' in home for c in CHAPTERS), "the chapter table links every page"
+
+
+def _wait_for_maths(page) -> None:
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+    page.evaluate("() => MathJax.startup.promise")
+
+
+def _check_page(page, url: str) -> dict:
+    response = page.goto(url)
+    assert response is not None and response.ok, f"{url}: {response and response.status}"
+    _wait_for_maths(page)
+    found = page.evaluate("""() => ({
+        rendered: document.querySelectorAll('mjx-container').length,
+        unrendered: Array.from(document.querySelectorAll('.math'))
+            .filter(m => !m.querySelector('mjx-container') && !m.closest('mjx-container')).length,
+        text: document.querySelector('main').innerText,
+        images: document.images.length,
+        broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+        links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+        audio: document.querySelectorAll('audio').length,
+    })""")
+    assert found["broken"] == [], f"{url}: broken images {found['broken'][:3]}"
+    assert found["unrendered"] == 0 and "$$" not in found["text"], f"{url}: maths left unrendered"
+    _check_links(page, url, found["links"])
+    return found
+
+
+def _check_links(page, url: str, links: list[str]) -> None:
+    """Every link inside the site resolves: the file is served and the #anchor exists."""
+    origin = urllib.parse.urlsplit(url)
+    for link in set(links):
+        parts = urllib.parse.urlsplit(link)
+        if parts.netloc != origin.netloc:
+            continue
+        target = parts._replace(fragment="").geturl()
+        with urllib.request.urlopen(target) as answer:
+            assert answer.status == 200, f"{url}: {link} -> {answer.status}"
+            body = answer.read().decode("utf-8", "replace")
+        if parts.fragment and target.endswith(".html"):
+            anchor = urllib.parse.unquote(parts.fragment)
+            assert f'id="{anchor}"' in body, f"{url}: link {link} names a missing anchor"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_page_in_a_browser(page, server, chapter):
+    found = _check_page(page, server + f"{chapter}.html")
+    assert found["rendered"] > 0, "every chapter has maths"
+    assert found["images"] > 0, "every chapter shows figures"
+    assert "Numbers measured in this run" in found["text"]
+    if chapter == "02_forward_process":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
+
+
+def test_home_page_in_a_browser(page, server):
+    found = _check_page(page, server + "index.html")
+    assert found["rendered"] > 0, "the notation table's maths"
+    assert "Open in Colab" in found["text"]
+
+
+def test_chapter_11_audio_plays(page, server):
+    chapter = next(c for c in CHAPTERS if c.startswith("11_"))
+    page.goto(server + f"{chapter}.html")
+    assert page.evaluate("() => document.querySelectorAll('audio').length") > 0
+    assert page.evaluate("() => document.querySelector('audio').canPlayType('audio/wav')") in ("maybe", "probably")
+    duration = page.evaluate("""() => new Promise((done, fail) => {
+        const a = document.querySelector('audio');
+        a.addEventListener('loadedmetadata', () => done(a.duration));
+        a.addEventListener('error', () => fail('audio error ' + (a.error && a.error.code)));
+        a.preload = 'auto'; a.load();
+    })""")
+    assert duration > 0.1, f"the first clip decodes to {duration} s"
