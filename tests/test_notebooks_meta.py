@@ -56,11 +56,32 @@ def test_committed_without_outputs(notebook):
             assert cell.outputs == [] and cell.execution_count is None
 
 
-def test_mentions_expected_time_and_what_you_should_see(notebook):
+RUN_TIME = r"(~|≈|about |under |at most )?\s*(\d[\d.,]*(\s*[-–]\s*\d[\d.,]*)?\s*(s|min|minutes|seconds|h)\b|a few (seconds|minutes|min)\b|seconds\b)"
+
+
+def stated_run_times(first_cell: str) -> dict:
+    """The run time the chapter's first cell states per profile: "`ci` ≈ 10 s", "`cpu` ~3 min",
+    "`gpu`: a few minutes" (the profile in backticks, the time within the next few words)."""
+    times = {}
+    for profile in ("ci", "cpu", "gpu"):
+        match = re.search(rf"`{profile}`[^`]{{0,120}}?{RUN_TIME}", first_cell)
+        times[profile] = match.group(0) if match else None
+    return times
+
+
+def test_states_run_time_per_profile_and_what_you_should_see(notebook):
     _, nb = notebook
+    assert "Expected run time" in nb.cells[0].source
+    times = stated_run_times(nb.cells[0].source)
+    assert all(times.values()), f"the first cell states a run time for every profile: {times}"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
-    assert "ci" in nb.cells[0].source and "cpu" in nb.cells[0].source
     assert "what you should see" in text
+
+
+def test_stated_run_times_parser():
+    assert all(stated_run_times("`ci` ≈ 10 s · `cpu` ≈ 15 s · `gpu`: a few minutes").values())
+    assert stated_run_times("we decide the `cpu` profile later")["cpu"] is None
+    assert stated_run_times("`ci` ~30 s · `cpu` ~3-3.5 min")["gpu"] is None
 
 
 def stated_defaults(comment: str) -> dict:
