@@ -1,0 +1,141 @@
+"""What a generator costs, measured rather than guessed (chapter 13).
+
+- ``count_flops``: floating-point operations of one call, counted by torch's own
+  ``FlopCounterMode`` (a multiply-add is 2 FLOPs); ``conv2d_flops`` is the hand formula it is
+  checked against.
+- ``peak_memory``: the peak memory of running a function, with the method named: CUDA's
+  ``max_memory_allocated`` on a GPU; on a CPU the process's resident set size, polled while
+  the function runs, above what it was before (no library reports a per-call CPU peak).
+- ``median_seconds``: wall time of a function, median of repeats, GPU work synchronised.
+- ``pareto_front``: the configurations no other one beats on both cost and quality.
+- ``report_card``: what a reproducible quality number must state, as one dict.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from typing import Callable
+
+import torch
+
+
+def count_flops(fn: Callable, *args, **kwargs) -> int:
+    """FLOPs of ``fn(*args, **kwargs)`` as torch counts them (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+def conv2d_flops(c_in: int, c_out: int, kernel: int, h_out: int, w_out: int, batch: int = 1,
+                 groups: int = 1) -> int:
+    """2 x (multiply-adds) of a 2-D convolution: every output value is a dot product of
+    ``c_in/groups * kernel^2`` terms (the bias add is not counted, as torch does not)."""
+    return 2 * batch * c_out * h_out * w_out * (c_in // groups) * kernel * kernel
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident set size now (Linux: /proc/self/statm), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_memory(fn: Callable, device, poll_s: float = 0.002) -> dict:
+    """Run ``fn()`` once and return its result with the peak memory it used, and how measured."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        return {"result": result, "peak_mib": peak / 2**20,
+                "method": "torch.cuda.max_memory_allocated above the allocation before the call"}
+    if _resident_bytes() is None:
+        raise RuntimeError("peak CPU memory needs /proc/self/statm (Linux); "
+                           "measure on Linux or on a CUDA device")
+    baseline = peak = _resident_bytes()
+    done = threading.Event()
+
+    def poll():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _resident_bytes())
+            time.sleep(poll_s)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        watcher.join()
+    peak = max(peak, _resident_bytes())
+    return {"result": result, "peak_mib": (peak - baseline) / 2**20,
+            "method": f"process resident set size (/proc/self/statm) polled every {poll_s * 1e3:g} ms, "
+                      "peak minus the value before the call"}
+
+
+def median_seconds(fn: Callable, repeats: int = 3, device=None) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs (GPU work finished before each clock)."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device is not None and \
+        torch.device(device).type == "cuda" else (lambda: None)
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def pareto_front(costs, qualities) -> list[int]:
+    """Indices of the points not dominated by another: none is at most as costly and at most
+    as bad (lower quality numbers are better, like a Frechet distance) and strictly better in
+    one. Returned in order of cost."""
+    points = list(zip(costs, qualities))
+    front = [i for i, (c, q) in enumerate(points)
+             if not any(c2 <= c and q2 <= q and (c2 < c or q2 < q) for c2, q2 in points)]
+    return sorted(front, key=lambda i: points[i])
+
+
+def library_versions() -> dict:
+    import numpy
+
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__}
+    for name in ("torchvision", "deepinv"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+REPORT_FIELDS = ("seed", "schedule", "T", "sampler", "steps", "n_samples", "reference_set",
+                 "judge", "hardware", "precision", "versions")
+
+
+def report_card(*, seed, schedule: str, T: int, sampler: str, steps: int, n_samples: int,
+                reference_set: str, judge: dict, precision: str, device) -> dict:
+    """Everything a reader needs to reproduce (or distrust) a quality number. Each field is
+    required: a study that cannot fill one in has not controlled it."""
+    from .report import machine_info
+
+    card = {"seed": seed, "schedule": schedule, "T": T, "sampler": sampler, "steps": steps,
+            "n_samples": n_samples, "reference_set": reference_set, "judge": judge,
+            "hardware": {**machine_info(device), "platform": platform.platform()},
+            "precision": precision, "versions": library_versions()}
+    missing = [k for k in REPORT_FIELDS if card[k] in (None, "")]
+    if missing:
+        raise ValueError(f"a report card needs every field; missing: {', '.join(missing)}")
+    return card
