@@ -45,10 +45,12 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
 
 
 def angle_betas(T: int, max_beta: float = 0.999) -> torch.Tensor:
-    """The angle schedule of v-diffusion (Salimans & Ho 2022; Crowson's audio-diffusion):
-    alpha(tau) = cos(pi tau / 2), sigma(tau) = sin(pi tau / 2) for tau = t / T in [0, 1], i.e.
+    """The angle schedule of v-diffusion (Salimans & Ho 2022; Crowson's audio-diffusion): the
+    signal and noise scales are cos(phi) and sin(phi) of an angle phi = pi tau / 2 linear in
+    tau = t / T in [0, 1] (papers write them alpha(tau), sigma(tau); the course keeps alpha_t
+    for 1 - beta_t, see the README's notation table), i.e.
 
-        abar_t = alpha^2 = cos^2(pi t / (2T)),   1 - abar_t = sigma^2,   beta_t = 1 - abar_t / abar_{t-1}
+        sqrt(abar_t) = cos(pi t / (2T)),   sqrt(1 - abar_t) = sin(pi t / (2T)),   beta_t = 1 - abar_t / abar_{t-1}
 
     (the cosine schedule with offset s = 0). abar_T = cos^2(pi / 2) = 0 would need
     beta_T = 1, which a NoiseSchedule refuses (eps- and x0-forms divide by sqrt(abar_t) or

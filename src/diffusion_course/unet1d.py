@@ -17,13 +17,14 @@ after the last one (the front ends of chapter 11):
                kernel and stride: [C, L] -> [stem_channels, L / stride]
 
 ``v_from_x0`` (a schedule name, e.g. "angle") makes the network estimate the clean x0 and
-return the velocity it implies, v = (alpha_t x_t - x0_hat) / sigma_t, with alpha_t, sigma_t
-of that schedule (T = ``schedule_T``). The loss and the sampler still see a v-prediction
-(v-objective, v-form sampling), and x0 = alpha_t x_t - sigma_t v gives back x0_hat exactly.
+return the velocity it implies, v = (a_t x_t - x0_hat) / s_t, with a_t = sqrt(abar_t) and
+s_t = sqrt(1 - abar_t) of that schedule (T = ``schedule_T``; cos and sin of the angle for
+"angle"). The loss and the sampler still see a v-prediction (v-objective, v-form sampling),
+and x0 = a_t x_t - s_t v gives back x0_hat exactly.
 Why: with many input channels (129 STFT bins) and a narrower first level (64), the
 network cannot carry the noise of every bin through to its output; a direct v-prediction,
-v = (alpha_t x_t - x0) / sigma_t, needs exactly that noise, an x0 estimate does not.
-The v-loss on this output equals an x0-loss weighted by 1 / sigma_t^2 = 1 + SNR.
+v = (a_t x_t - x0) / s_t, needs exactly that noise, an x0 estimate does not.
+The v-loss on this output equals an x0-loss weighted by 1 / s_t^2 = 1 + SNR.
 """
 from __future__ import annotations
 
@@ -59,8 +60,8 @@ class UNet1d(nn.Module):
 
             ab = NoiseSchedule.make(v_from_x0, schedule_T).alpha_bars
             self.config.update(v_from_x0=v_from_x0, schedule_T=schedule_T)
-            self.register_buffer("sched_a", ab.sqrt().float(), persistent=False)        # alpha_t
-            self.register_buffer("sched_s", (1 - ab).sqrt().float(), persistent=False)  # sigma_t
+            self.register_buffer("sched_a", ab.sqrt().float(), persistent=False)        # a_t = sqrt(abar_t)
+            self.register_buffer("sched_s", (1 - ab).sqrt().float(), persistent=False)  # s_t = sqrt(1 - abar_t)
         emb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.num_classes = num_classes
@@ -161,7 +162,7 @@ class UNet1d(nn.Module):
             if level < len(self.upsample):
                 h = self.upsample[level](h)
         out = self.lengthen(self.head(h))
-        if self.config.get("v_from_x0"):  # out is x0_hat: return v = (alpha_t x_t - x0_hat) / sigma_t
+        if self.config.get("v_from_x0"):  # out is x0_hat: return v = (a_t x_t - x0_hat) / s_t
             tt = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])
             a, s = self.sched_a[tt][:, None, None], self.sched_s[tt][:, None, None]
             return (a * x - out.float()) / s
