@@ -23,6 +23,9 @@ def test_three_to_six_exercises_each_with_a_solution(notebook):
     for ex in found:
         assert ex["solutions"], f"{ex['title']!r} has no cell tagged 'solution'"
         assert all(nb.cells[i].source.strip() for i in ex["solutions"]), f"{ex['title']!r}: empty solution"
+        for i in ex["solutions"]:     # a student fills in a code stub that the check cells can run
+            if nb.cells[i].cell_type == "code":
+                assert nb.cells[i].metadata.get("stub"), f"{ex['title']!r}: a code solution needs a 'stub'"
 
 
 def test_a_coding_exercise_is_checked_by_an_assert(notebook):
