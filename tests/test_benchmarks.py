@@ -79,11 +79,17 @@ def test_judge_strength(tmp_path, real_data_root):
 
 def test_sampling_steps(tmp_path, real_data_root):
     result = run_benchmark("sampling_steps", [*MNIST_TOY, "--steps", "2", "4", "--samplers", "ddpm", "ddim",
-                                              "ode", "--n-samples", "20"], tmp_path, real_data_root)
+                                              "ode", "--n-samples", "20", "--seeds", "2"], tmp_path, real_data_root)
     settings = {(r["sampler"], r["steps"]) for r in result["results"]}
     assert settings == {(s, k) for s in ("ddpm", "ddim", "ode") for k in (2, 4)}
     assert all(r["frechet"] >= 0 and r["frechet_ratio"] > 0 and r["seconds_per_image"] > 0
                for r in result["results"])
+    for row in result["results"]:        # two seeds of x_T: each seed's figures, the row their mean
+        assert [b["seed"] for b in row["by_seed"]] == [0, 1] == result["seeds"]
+        assert row["frechet"] == pytest.approx(sum(b["frechet"] for b in row["by_seed"]) / 2)
+        assert row["frechet_sd"] >= 0
+    ddim = [r for r in result["results"] if r["sampler"] == "ddim"][0]["by_seed"]
+    assert ddim[0]["frechet"] != ddim[1]["frechet"], "another seed, other digits"
     assert result["model"] == "student" and result["data"]["train_images"] == "train[0:300]"
     check_judge(result["judge"])
 
