@@ -9,7 +9,7 @@ from diffusion_course.objectives import diffusion_loss
 from diffusion_course.sampling import sample
 from diffusion_course.schedules import NoiseSchedule
 from diffusion_course.toy2d import (MixtureDenoiser, MLPDenoiser, mode_coverage, mixture_log_prob,
-                                    ring_centers, ring_of_gaussians, train_gan, two_moons)
+                                    ring_centers, ring_of_gaussians, train_toy_gan, two_moons)
 from diffusion_course.training import TrainConfig, train
 
 
@@ -109,9 +109,9 @@ def test_mlp_trains_with_the_shared_loop_and_samples_near_the_modes():
 
 def test_gan_runs_and_is_deterministic():
     data, _ = ring_of_gaussians(500, generator=gen())
-    a = train_gan(data, steps=30, batch_size=64, hidden=32, depth=2, seed=4, snapshot_every=10,
+    a = train_toy_gan(data, steps=30, batch_size=64, hidden=32, depth=2, seed=4, snapshot_every=10,
                   n_snapshot=50)
-    b = train_gan(data, steps=30, batch_size=64, hidden=32, depth=2, seed=4)
+    b = train_toy_gan(data, steps=30, batch_size=64, hidden=32, depth=2, seed=4)
     assert a.d_losses == b.d_losses and len(a.g_losses) == 30
     assert sorted(a.snapshots) == [10, 20, 30] and a.snapshots[30].shape == (50, 2)
     assert all(math.isfinite(v) for v in a.d_losses + a.g_losses)

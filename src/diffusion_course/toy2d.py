@@ -10,19 +10,18 @@ images, not for points).
     mode_coverage       how many samples land near each mode, and how many modes are covered
     MLPDenoiser         x_t [B, 2] and integer t [B] -> eps (or x0, v) prediction
     MixtureDenoiser     the exact E[eps | x_t] for Gaussian-mixture data (the ideal network)
-    Generator, Discriminator, train_gan   a standard non-saturating GAN
+    Generator, Discriminator, train_toy_gan   a standard non-saturating GAN (gan.py's loop)
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .gan import GANRun, train_gan
 from .schedules import NoiseSchedule
 from .unet import timestep_embedding
 
@@ -214,61 +213,15 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-@dataclass
-class GANRun:
-    generator: Generator
-    discriminator: Discriminator
-    d_losses: list[float] = field(default_factory=list)
-    g_losses: list[float] = field(default_factory=list)
-    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> G(z_fixed)
-    seconds: float = 0.0
-
-
-def train_gan(data: torch.Tensor, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
-              latent_dim: int = 2, hidden: int = 128, depth: int = 3, seed: int = 0,
-              snapshot_every: int | None = None, n_snapshot: int = 1000,
-              progress: bool = False, device: torch.device | str = "cpu") -> GANRun:
-    """The standard non-saturating GAN (Goodfellow et al. 2014), Adam(lr, betas=(0.5, 0.999)):
-
-        D step:  minimise  -log D(x) - log(1 - D(G(z)))     (binary cross-entropy)
-        G step:  minimise  -log D(G(z))                     (the non-saturating loss)
-
-    one D step and one G step per iteration. ``snapshot_every`` keeps G(z) for a fixed batch
-    of ``n_snapshot`` latents every that many steps (and at the end). Deterministic under
-    ``seed`` on the CPU.
-    """
-    g = torch.Generator().manual_seed(seed)
+def train_toy_gan(data: torch.Tensor, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
+                  latent_dim: int = 2, hidden: int = 128, depth: int = 3, seed: int = 0,
+                  snapshot_every: int | None = None, n_snapshot: int = 1000,
+                  progress: bool = False, device: torch.device | str = "cpu") -> GANRun:
+    """The course's GAN (``gan.train_gan``: non-saturating loss, Adam with betas (0.5, 0.999))
+    with this module's MLP generator and discriminator, for points of ``data`` [N, dim].
+    Deterministic under ``seed`` on the CPU (the weights are initialised from it too)."""
     torch.manual_seed(seed)  # the weight initialisation
-    G = Generator(latent_dim, hidden, depth, data.shape[1]).to(device)
-    D = Discriminator(hidden, depth, data.shape[1]).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
-    data = data.float().to(device)
-    # the snapshot latents come from their own generator: training does not depend on them
-    z_fixed = torch.randn(n_snapshot, latent_dim,
-                          generator=torch.Generator().manual_seed(seed + 1)).to(device)
-    run = GANRun(G, D)
-    ones = torch.ones(batch_size, device=device)
-    zeros = torch.zeros(batch_size, device=device)
-    start = time.perf_counter()
-    for step in tqdm(range(1, steps + 1), desc="GAN", disable=not progress, mininterval=2):
-        real = data[torch.randint(0, data.shape[0], (batch_size,), generator=g).to(device)]
-        z = torch.randn(batch_size, latent_dim, generator=g).to(device)
-        fake = G(z)
-        d_loss = (F.binary_cross_entropy_with_logits(D(real), ones)
-                  + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        run.d_losses.append(d_loss.item())
-        run.g_losses.append(g_loss.item())
-        if snapshot_every and (step % snapshot_every == 0 or step == steps):
-            with torch.no_grad():
-                run.snapshots[step] = G(z_fixed).cpu()
-    run.seconds = time.perf_counter() - start
-    G.eval(), D.eval()
-    return run
+    G = Generator(latent_dim, hidden, depth, data.shape[1])
+    D = Discriminator(hidden, depth, data.shape[1])
+    return train_gan(G, D, data, steps, batch_size=batch_size, lr=lr, seed=seed,
+                     snapshot_every=snapshot_every, n_snapshot=n_snapshot, progress=progress, device=device)
