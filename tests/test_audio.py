@@ -184,3 +184,28 @@ def test_unet1d_v_from_x0_head_gives_back_its_x0_in_the_sampler():
         x0 = torch.randn_like(x)
         v_true = (a * x - x0) / s
         assert torch.allclose((v - v_true).pow(2).sum(), (x0_head - x0).pow(2).sum() / s**2, rtol=1e-3)
+
+
+def _tone(seconds, freq=440.0, sr=8000, amp=0.5):
+    t = torch.arange(round(seconds * sr)) / sr
+    return amp * torch.sin(2 * math.pi * freq * t)
+
+
+def test_burst_count_counts_separated_voiced_segments():
+    silence = lambda s: torch.zeros(round(s * 8000))
+    one = torch.cat([silence(0.2), _tone(0.3), silence(0.2)])
+    two = torch.cat([silence(0.1), _tone(0.2), silence(0.2), _tone(0.2), silence(0.1)])
+    stop = torch.cat([_tone(0.2), silence(0.04), _tone(0.2)])          # a short pause inside a word
+    click = torch.cat([_tone(0.3), silence(0.3), _tone(0.02)])         # a 20 ms click is not a burst
+    quiet = torch.cat([_tone(0.3), silence(0.3), _tone(0.2, amp=0.005)])   # 40 dB down: not voiced
+    assert [audio.burst_count(c) for c in (one, two, stop, click, quiet)] == [1, 2, 1, 1, 1]
+    assert audio.burst_count(silence(0.5)) == 0 and audio.burst_count(torch.zeros(10)) == 0
+    (start, end), = audio.voiced_segments(one)
+    assert abs(start - 0.2) <= 0.02 and abs(end - 0.5) <= 0.02
+
+
+def test_real_spoken_digits_are_mostly_one_or_two_bursts(fsdd_root):
+    from diffusion_course import fsdd
+    clips = fsdd.load_fsdd("test", root=fsdd_root).audio[:100]
+    counts = torch.tensor([audio.burst_count(c) for c in clips], dtype=torch.float)
+    assert ((counts >= 1) & (counts <= 2)).float().mean() >= 0.9, counts.tolist()

@@ -155,6 +155,48 @@ def spectral_convergence(x: torch.Tensor, mag: torch.Tensor, n_fft: int = N_FFT,
     return ((magnitude(x, n_fft, hop) - mag).norm() / mag.norm()).item()
 
 
+def voiced_segments(x: torch.Tensor, sample_rate: int = 8000, frame_ms: float = 20.0,
+                    threshold_db: float = -30.0, min_gap_ms: float = 60.0,
+                    min_length_ms: float = 40.0) -> list[tuple[float, float]]:
+    """The separated voiced stretches of one clip, as (start, end) in seconds.
+
+    Frames of ``frame_ms`` are voiced when their RMS is within ``threshold_db`` of the clip's
+    loudest frame; voiced runs closer than ``min_gap_ms`` are one segment (the short pauses
+    inside a word), and segments shorter than ``min_length_ms`` are dropped (clicks). A
+    spoken digit is one segment, or two across a stop consonant ("eight", "six"); a clip in
+    three or more bursts does not sound like one word (issue 19's burst count)."""
+    x = x.detach().float().cpu().flatten()
+    frame = max(1, round(sample_rate * frame_ms / 1000))
+    n = len(x) // frame
+    if n == 0:
+        return []
+    rms = x[: n * frame].view(n, frame).pow(2).mean(1).sqrt()
+    if rms.max() <= 0:
+        return []
+    voiced = (20 * torch.log10(rms / rms.max()).clamp(min=-200) >= threshold_db).tolist()
+    runs, start = [], None
+    for i, v in enumerate(voiced + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            runs.append([start, i])
+            start = None
+    gap, shortest = min_gap_ms / frame_ms, min_length_ms / frame_ms
+    merged = []
+    for run in runs:
+        if merged and run[0] - merged[-1][1] < gap:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    seconds = frame / sample_rate
+    return [(a * seconds, b * seconds) for a, b in merged if b - a >= shortest]
+
+
+def burst_count(x: torch.Tensor, sample_rate: int = 8000, **kwargs) -> int:
+    """How many separated voiced segments one clip has (``voiced_segments``)."""
+    return len(voiced_segments(x, sample_rate, **kwargs))
+
+
 # ---------------------------------------------------------------------------------------
 # Plots and players
 # ---------------------------------------------------------------------------------------
