@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from diffusion_course import quality_compute as qc
 from diffusion_course.mnist_ddpm import REFERENCE_RECIPES
 
 MNIST_TOY = ["--profile", "ci", "--model", "student", "--set", "n_train=300"]
@@ -92,6 +93,19 @@ def test_sampling_steps(tmp_path, real_data_root):
     assert ddim[0]["frechet"] != ddim[1]["frechet"], "another seed, other digits"
     assert result["model"] == "student" and result["data"]["train_images"] == "train[0:300]"
     check_judge(result["judge"])
+
+
+def test_quality_vs_compute(tmp_path, real_data_root):
+    result = run_benchmark("quality_vs_compute", ["--profile", "ci", "--n-samples", "20"], tmp_path, real_data_root)
+    rows = {r["variant"]: r for r in result["results"]}
+    assert set(rows) == set(qc.T_VARIANTS)
+    for r in rows.values():
+        assert r["at_common_steps"]["steps"] == min(10, r["T"]) and r["at_T_steps"]["steps"] == r["T"]
+        assert r["train_steps"] == 30 and r["at_T_steps"]["frechet_ratio"] > 0
+    assert rows["T=100, linear not rescaled"]["alpha_bar_T"] > 0.3 > rows["T=100"]["alpha_bar_T"]
+    card = result["report_card"]
+    assert card["n_samples"] == 20 and card["common_steps"] == 10 and card["versions"]["torch"]
+    check_judge(card["judge"])
 
 
 def test_guidance(tmp_path, real_data_root):

@@ -90,7 +90,7 @@ def page(browser):
 def test_every_chapter_has_a_page_and_sphinx_did_not_warn(built_site):
     for chapter in CHAPTERS:
         assert (built_site / f"{chapter}.html").exists()
-    warnings = (built_site / "_build_warnings.txt").read_text().strip()
+    warnings = site.warnings_file(built_site).read_text().strip()
     assert warnings == "", f"sphinx warned:\n{warnings}"
 
 

@@ -124,6 +124,11 @@ def _repo_link(target: str) -> str:
     return f"](https://github.com/{REPO_SLUG}/blob/{BRANCH}/{target})"
 
 
+def warnings_file(out: Path) -> Path:
+    """Where ``build_site`` keeps Sphinx's warnings for the site at ``out`` (empty: none)."""
+    return out.with_name(out.name + "-warnings.txt")
+
+
 def build_site(build: Path, out: Path, quiet: bool = True) -> Path:
     """Render ``build``'s executed chapters into a static site at ``out``."""
     chapters = [p.stem for p in list_chapters()]
@@ -153,7 +158,7 @@ def build_site(build: Path, out: Path, quiet: bool = True) -> Path:
         done = subprocess.run(cmd + (["-q"] if quiet else []), capture_output=quiet, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"sphinx failed:\n{done.stderr or ''}{log.read_text() if log.exists() else ''}")
-        shutil.copy(log, html / "_build_warnings.txt")
+        shutil.copy(log, warnings_file(out))      # beside the site, not published with it
         if out.exists():
             shutil.rmtree(out)
         html.replace(out)
@@ -174,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"site written to {out}; open {out / 'index.html'}")
+    warnings = warnings_file(out).read_text().strip()
+    print(f"site written to {out}; open {out / 'index.html'}"
+          + (f"\n{len(warnings.splitlines())} Sphinx warning(s), kept in {warnings_file(out)}" if warnings else ""))
     return 0
 
 
