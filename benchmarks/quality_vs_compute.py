@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--profile", default="cpu", choices=sorted(qc.BUDGET), help="the study's budget and judge")
     p.add_argument("--n-samples", type=int, default=None, help=f"digits per setting (10..{N_TEST}; default: the profile's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
+    p.add_argument("--variants", nargs="+", default=list(qc.T_VARIANTS), choices=list(qc.T_VARIANTS),
+                   metavar="NAME", help=f"which variants (default all: {', '.join(map(repr, qc.T_VARIANTS))})")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/quality_vs_compute.json"))
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args()
@@ -47,6 +49,7 @@ def main() -> None:
     if not 10 <= n <= N_TEST:
         p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
 
+    variants = {name: qc.T_VARIANTS[name] for name in args.variants}
     cfg = qc.study_settings(args.profile, train_steps=budget["train_steps"])
     judge = load_judge(args.profile)
     result = {
@@ -54,14 +57,14 @@ def main() -> None:
         "settings": cfg.as_dict(), "model_parameters": count_parameters(make_unet(cfg)),
         "train_images_seen": cfg.train_steps * cfg.batch_size,
         "report_card": {"seed": args.seed, "training_seed": cfg.seed,
-                        "schedules": {k: {"schedule": s, "T": T} for k, (s, T) in qc.T_VARIANTS.items()},
+                        "schedules": {k: {"schedule": s, "T": T} for k, (s, T) in variants.items()},
                         "sampler": "ancestral (eta = 1), respaced, x0 clipped", "common_steps": budget["common_steps"],
                         "n_samples": n, "reference_set": f"MNIST test[0:{N_TEST}]", "judge": judge.describe(),
                         "hardware": machine_info(cfg.device), "precision": qc.variant_config(cfg, "linear", 1000).precision,
                         "versions": library_versions()},
         "note": args.note,
     }
-    rows = qc.t_study(cfg, judge, n, budget["common_steps"], args.seed)
+    rows = qc.t_study(cfg, judge, n, budget["common_steps"], args.seed, variants)
     result["results"] = rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
