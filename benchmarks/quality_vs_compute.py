@@ -28,10 +28,9 @@ from pathlib import Path
 from diffusion_course import quality_compute as qc
 from diffusion_course.compute import library_versions
 from diffusion_course.judge import load_judge
-from diffusion_course.mnist_ddpm import N_TEST
+from diffusion_course.mnist_ddpm import N_TEST, make_unet
 from diffusion_course.report import machine_info
 from diffusion_course.unet import count_parameters
-from diffusion_course.mnist_ddpm import make_unet
 
 
 def main() -> None:

@@ -34,18 +34,16 @@ def is_solution(cell) -> bool:
 def exercises(nb) -> list[dict]:
     """Each exercise: its heading cell's index, its solution cells' indices and the indices
     of the other code cells up to the next heading (where its checks live)."""
-    found = []
+    found, current = [], None
     for i, cell in enumerate(nb.cells):
         if is_exercise(cell):
-            found.append({"index": i, "title": cell.source.split("\n")[0].lstrip("# "),
-                          "solutions": [], "others": []})
-        elif found and cell.cell_type == "markdown" and cell.source.startswith("#"):
-            found[-1]["closed"] = True       # a heading ends the exercise
-        elif found and not found[-1].get("closed"):
-            key = "solutions" if is_solution(cell) else "others"
-            found[-1][key].append(i)
-    for ex in found:
-        ex.pop("closed", None)
+            current = {"index": i, "title": cell.source.split("\n")[0].lstrip("# "),
+                       "solutions": [], "others": []}
+            found.append(current)
+        elif cell.cell_type == "markdown" and cell.source.startswith("#"):
+            current = None                   # a heading ends the exercise
+        elif current is not None:
+            current["solutions" if is_solution(cell) else "others"].append(i)
     return found
 
 
