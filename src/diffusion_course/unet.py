@@ -7,6 +7,10 @@ embedding, optional self-attention at low resolution, optional class conditionin
 
 Each level keeps its activations for a skip connection: the up path concatenates them, so
 fine detail does not have to squeeze through the 7x7 bottleneck.
+
+``UNetTrunk`` builds everything between stem and head (and the embedding) for images or
+sequences: ``UNet`` here and the 1-D U-Net of chapter 11 (``unet1d.UNet1d``) both use it,
+and keep only their own stems and heads.
 """
 from __future__ import annotations
 
@@ -81,58 +85,56 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """A residual block, followed by self-attention at the levels that have it."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, attention: bool):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, attention: bool,
+                 dims: int = 2):
         super().__init__()
-        self.res = ResBlock(c_in, c_out, emb_dim, dropout)
-        self.attn = Attention(c_out) if attention else nn.Identity()
+        self.res = ResBlock(c_in, c_out, emb_dim, dropout, dims)
+        self.attn = Attention(c_out, dims=dims) if attention else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.attn(self.res(x, emb))
 
 
-class UNet(nn.Module):
-    """An epsilon-, x0- or v-predicting U-Net (the output means whatever the loss trained).
-
-    ``num_classes`` adds a label embedding to the time embedding; label ``num_classes`` is
-    the "no label" used for label dropout and classifier-free guidance.
+class UNetTrunk(nn.Module):
+    """What the 2-D ``UNet`` and the 1-D ``unet1d.UNet1d`` share: the time (and label)
+    embedding, and the trunk between stem and head (down path with skips, middle, up path).
+    A subclass builds, in this order (the order fixes parameter initialisation under a seed):
+    ``_build_embedding``, its own stem, ``_build_trunk``, its own head; its forward is
+    ``head(_trunk(stem(x), embed(t, labels)))``, with whatever folding it needs around that.
+    The subclass's ``config`` must hold ``base`` (the width of the stem's output).
     """
 
-    def __init__(self, in_channels: int = 1, base: int = 32, mults: tuple[int, ...] = (1, 2, 2),
-                 blocks_per_level: int = 1, attention_levels: tuple[int, ...] = (2,),
-                 dropout: float = 0.0, num_classes: int | None = None, patch: int = 1):
-        super().__init__()
-        self.config = dict(in_channels=in_channels, base=base, mults=tuple(mults), patch=patch,
-                           blocks_per_level=blocks_per_level,
-                           attention_levels=tuple(attention_levels), dropout=dropout,
-                           num_classes=num_classes)
+    def _build_embedding(self, base: int, num_classes: int | None) -> int:
+        """``time_mlp`` (and ``label_emb``); returns the embedding width, 4 * base."""
         emb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.num_classes = num_classes
-        if num_classes is not None:
+        if num_classes is not None:  # label num_classes is the null label
             self.label_emb = nn.Embedding(num_classes + 1, emb_dim)
-        widths = [base * m for m in mults]
-        # patch > 1 folds p x p pixel blocks into channels first (28x28x1 -> 14x14x4 for p = 2)
-        # and unfolds them at the end: the network then never runs at full resolution.
-        self.fold, self.unfold = nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
-        self.stem = nn.Conv2d(in_channels * patch**2, base, 3, padding=1)
+        return emb_dim
 
+    def _build_trunk(self, dims: int, base: int, emb_dim: int, mults: tuple[int, ...],
+                     blocks_per_level: int, attention_levels: tuple[int, ...], dropout: float) -> int:
+        """Down path, middle, up path for ``dims``-D maps (2: images, 1: sequences) that enter
+        with ``base`` channels; returns the width the head receives."""
+        conv, widths = _conv(dims), [base * m for m in mults]
         # Down path: every block's output (and every downsampled map) is kept as a skip.
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skip_widths, ch = [base], base
         for level, width in enumerate(widths):
             blocks = nn.ModuleList()
             for _ in range(blocks_per_level):
-                blocks.append(Block(ch, width, emb_dim, dropout, level in attention_levels))
+                blocks.append(Block(ch, width, emb_dim, dropout, level in attention_levels, dims))
                 ch = width
                 skip_widths.append(ch)
             self.down.append(blocks)
             if level < len(widths) - 1:
-                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                self.downsample.append(conv(ch, ch, 3, stride=2, padding=1))  # size / 2
                 skip_widths.append(ch)
 
-        self.mid1 = ResBlock(ch, ch, emb_dim, dropout)
-        self.mid_attn = Attention(ch)
-        self.mid2 = ResBlock(ch, ch, emb_dim, dropout)
+        self.mid1 = ResBlock(ch, ch, emb_dim, dropout, dims)
+        self.mid_attn = Attention(ch, dims=dims)
+        self.mid2 = ResBlock(ch, ch, emb_dim, dropout, dims)
 
         # Up path: one more block per level than the down path, each eating one skip.
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
@@ -140,15 +142,13 @@ class UNet(nn.Module):
             blocks = nn.ModuleList()
             for _ in range(blocks_per_level + 1):
                 blocks.append(Block(ch + skip_widths.pop(), width, emb_dim, dropout,
-                                    level in attention_levels))
+                                    level in attention_levels, dims))
                 ch = width
             self.up.append(blocks)
             if level > 0:
                 self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                                   nn.Conv2d(ch, ch, 3, padding=1)))
-        self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels * patch**2, 3, padding=1))
-        nn.init.zeros_(self.head[-1].weight)  # start by predicting 0
-        nn.init.zeros_(self.head[-1].bias)
+                                                   conv(ch, ch, 3, padding=1)))  # size * 2
+        return ch
 
     def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t.expand(batch) if t.dim() == 0 else t,
@@ -159,13 +159,8 @@ class UNet(nn.Module):
             emb = emb + self.label_emb(labels)
         return emb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        factor = self.config["patch"] * 2 ** (len(self.config["mults"]) - 1)
-        if x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by "
-                             f"patch * 2^(levels - 1) = {factor} for this U-Net")
-        emb = self.embed(torch.as_tensor(t, device=x.device), labels, x.shape[0])
-        h = self.stem(self.fold(x))
+    def _trunk(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The stem's output h [B, base, *size] -> the head's input [B, width, *size]."""
         skips = [h]
         for level, blocks in enumerate(self.down):
             for block in blocks:
@@ -180,7 +175,41 @@ class UNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if level < len(self.upsample):
                 h = self.upsample[level](h)
-        return self.unfold(self.head(h))
+        return h
+
+
+class UNet(UNetTrunk):
+    """An epsilon-, x0- or v-predicting U-Net (the output means whatever the loss trained).
+
+    ``num_classes`` adds a label embedding to the time embedding; label ``num_classes`` is
+    the "no label" used for label dropout and classifier-free guidance.
+    """
+
+    def __init__(self, in_channels: int = 1, base: int = 32, mults: tuple[int, ...] = (1, 2, 2),
+                 blocks_per_level: int = 1, attention_levels: tuple[int, ...] = (2,),
+                 dropout: float = 0.0, num_classes: int | None = None, patch: int = 1):
+        super().__init__()
+        self.config = dict(in_channels=in_channels, base=base, mults=tuple(mults), patch=patch,
+                           blocks_per_level=blocks_per_level,
+                           attention_levels=tuple(attention_levels), dropout=dropout,
+                           num_classes=num_classes)
+        emb_dim = self._build_embedding(base, num_classes)
+        # patch > 1 folds p x p pixel blocks into channels first (28x28x1 -> 14x14x4 for p = 2)
+        # and unfolds them at the end: the network then never runs at full resolution.
+        self.fold, self.unfold = nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
+        self.stem = nn.Conv2d(in_channels * patch**2, base, 3, padding=1)
+        ch = self._build_trunk(2, base, emb_dim, mults, blocks_per_level, attention_levels, dropout)
+        self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels * patch**2, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)  # start by predicting 0
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        factor = self.config["patch"] * 2 ** (len(self.config["mults"]) - 1)
+        if x.shape[-1] % factor or x.shape[-2] % factor:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by "
+                             f"patch * 2^(levels - 1) = {factor} for this U-Net")
+        emb = self.embed(torch.as_tensor(t, device=x.device), labels, x.shape[0])
+        return self.unfold(self.head(self._trunk(self.stem(self.fold(x)), emb)))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,7 +1,8 @@
 """A small 1-D U-Net for sequences [B, channels, length]: the 2-D U-Net of ``unet.py`` with
-Conv1d in place of Conv2d, the same residual blocks, sinusoidal time embedding, optional
-self-attention at the coarsest level and the same class conditioning (label
-``num_classes`` is "no label", for label dropout and classifier-free guidance).
+Conv1d in place of Conv2d, built by the same code (``unet.UNetTrunk``: the same residual
+blocks, sinusoidal time embedding, optional self-attention at the coarsest level and the same
+class conditioning, label ``num_classes`` being "no label", for label dropout and
+classifier-free guidance). Only the stems and ``v_from_x0`` below are its own.
 
     length L --down--> L/2 --down--> L/4      (widths base * mults)
        | skip            | skip        |
@@ -31,12 +32,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .unet import Attention, ResBlock, _norm, timestep_embedding
+from .unet import UNetTrunk, _norm
 
 STEMS = ("conv", "patch", "strided")
 
 
-class UNet1d(nn.Module):
+class UNet1d(UNetTrunk):
     """An eps-, x0- or v-predicting 1-D U-Net: forward(x [B, C, L], t [B], labels [B] or None)."""
 
     def __init__(self, in_channels: int = 1, base: int = 64, mults: tuple[int, ...] = (1, 2, 2),
@@ -51,56 +52,28 @@ class UNet1d(nn.Module):
             raise ValueError("a strided stem needs stem_kernel >= stem_stride with an even difference")
         if patch < 1 or (stem != "patch" and patch != 1):
             raise ValueError(f"patch must be >= 1 and only used with stem='patch', got {patch}")
+        # layout 2: the trunk is unet.UNetTrunk's (blocks named .res / .attn, not .0 / .1); being
+        # in the config, it changes the cache key, so no older checkpoint is ever loaded into it.
         self.config = dict(in_channels=in_channels, base=base, mults=tuple(mults),
                            blocks_per_level=blocks_per_level, attention_levels=tuple(attention_levels),
                            dropout=dropout, num_classes=num_classes, stem=stem, patch=patch,
-                           stem_kernel=stem_kernel, stem_stride=stem_stride, stem_channels=stem_channels)
-        if v_from_x0 is not None:  # recorded only when used, so older checkpoints keep their keys
+                           stem_kernel=stem_kernel, stem_stride=stem_stride, stem_channels=stem_channels,
+                           layout=2)
+        if v_from_x0 is not None:  # recorded only when used: a plain v-output net's config lacks it
             from .schedules import NoiseSchedule
 
             ab = NoiseSchedule.make(v_from_x0, schedule_T).alpha_bars
             self.config.update(v_from_x0=v_from_x0, schedule_T=schedule_T)
             self.register_buffer("sched_a", ab.sqrt().float(), persistent=False)        # a_t = sqrt(abar_t)
             self.register_buffer("sched_s", (1 - ab).sqrt().float(), persistent=False)  # s_t = sqrt(1 - abar_t)
-        emb_dim = 4 * base
-        self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.num_classes = num_classes
-        if num_classes is not None:
-            self.label_emb = nn.Embedding(num_classes + 1, emb_dim)
+        emb_dim = self._build_embedding(base, num_classes)
         c_seq = {"conv": in_channels, "patch": in_channels * patch, "strided": stem_channels}[stem]
         if stem == "strided":  # L -> L / stride: out length (L + 2 pad - k) / s + 1 = L / s
             pad = (stem_kernel - stem_stride) // 2
             self.encode = nn.Conv1d(in_channels, stem_channels, stem_kernel, stem_stride, pad)
             self.decode = nn.ConvTranspose1d(stem_channels, in_channels, stem_kernel, stem_stride, pad)
         self.stem_conv = nn.Conv1d(c_seq, base, 3, padding=1)
-
-        widths = [base * m for m in mults]
-        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
-        skip_widths, ch = [base], base
-        for level, width in enumerate(widths):
-            blocks = nn.ModuleList()
-            for _ in range(blocks_per_level):
-                blocks.append(nn.ModuleList([ResBlock(ch, width, emb_dim, dropout, dims=1),
-                                             Attention(width, dims=1) if level in attention_levels else nn.Identity()]))
-                ch = width
-                skip_widths.append(ch)
-            self.down.append(blocks)
-            if level < len(widths) - 1:
-                self.downsample.append(nn.Conv1d(ch, ch, 3, stride=2, padding=1))
-                skip_widths.append(ch)
-        self.mid1, self.mid_attn = ResBlock(ch, ch, emb_dim, dropout, dims=1), Attention(ch, dims=1)
-        self.mid2 = ResBlock(ch, ch, emb_dim, dropout, dims=1)
-        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
-        for level, width in reversed(list(enumerate(widths))):
-            blocks = nn.ModuleList()
-            for _ in range(blocks_per_level + 1):
-                blocks.append(nn.ModuleList([ResBlock(ch + skip_widths.pop(), width, emb_dim, dropout, dims=1),
-                                             Attention(width, dims=1) if level in attention_levels else nn.Identity()]))
-                ch = width
-            self.up.append(blocks)
-            if level > 0:
-                self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                                   nn.Conv1d(ch, ch, 3, padding=1)))
+        ch = self._build_trunk(1, base, emb_dim, mults, blocks_per_level, attention_levels, dropout)
         self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv1d(ch, c_seq, 3, padding=1))
         if stem != "strided":  # start by predicting 0 (a strided stem's decoder follows the head)
             nn.init.zeros_(self.head[-1].weight)
@@ -112,14 +85,6 @@ class UNet1d(nn.Module):
         c = self.config
         shorten = {"conv": 1, "patch": c["patch"], "strided": c["stem_stride"]}[c["stem"]]
         return shorten * 2 ** (len(c["mults"]) - 1)
-
-    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t.expand(batch) if t.dim() == 0 else t, self.config["base"]))
-        if self.num_classes is not None:
-            if labels is None:  # unconditional: the null label
-                labels = torch.full((batch,), self.num_classes, device=emb.device, dtype=torch.long)
-            emb = emb + self.label_emb(labels)
-        return emb
 
     def shorten(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -146,22 +111,7 @@ class UNet1d(nn.Module):
         if x.shape[-1] % self.length_factor:
             raise ValueError(f"length {x.shape[-1]} must be a multiple of {self.length_factor} for this U-Net")
         emb = self.embed(torch.as_tensor(t, device=x.device), labels, x.shape[0])
-        h = self.stem_conv(self.shorten(x))
-        skips = [h]
-        for level, blocks in enumerate(self.down):
-            for res, attn in blocks:
-                h = attn(res(h, emb))
-                skips.append(h)
-            if level < len(self.downsample):
-                h = self.downsample[level](h)
-                skips.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        for level, blocks in enumerate(self.up):
-            for res, attn in blocks:
-                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
-            if level < len(self.upsample):
-                h = self.upsample[level](h)
-        out = self.lengthen(self.head(h))
+        out = self.lengthen(self.head(self._trunk(self.stem_conv(self.shorten(x)), emb)))
         if self.config.get("v_from_x0"):  # out is x0_hat: return v = (a_t x_t - x0_hat) / s_t
             tt = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])
             a, s = self.sched_a[tt][:, None, None], self.sched_s[tt][:, None, None]
