@@ -1,23 +1,34 @@
-"""Benchmark: quality against compute, controlled (the study behind the planned chapter 13).
-Writes JSON. Its first part: training-time T.
+"""Benchmark: quality against compute, controlled (chapter 13's study). Writes JSON.
 
-    python benchmarks/quality_vs_compute.py                       # cpu profile
-    python benchmarks/quality_vs_compute.py --profile ci --n-samples 50   # smoke test
+    python benchmarks/quality_vs_compute.py                       # cpu profile, every part
+    python benchmarks/quality_vs_compute.py --parts t_study --variants T=100 T=1000
+    python benchmarks/quality_vs_compute.py --profile ci --n-eval 50   # smoke test
 
-Five variants of chapter 05's model (``quality_compute.T_VARIANTS``): the linear schedule
-rescaled by 1000 / T at T = 100, 250, 500 and 1000, and the unrescaled linear schedule at
-T = 100 (the trap), all with chapter 05's U-Net and recipe for the profile, the same seed, the
-same training images and the same number of steps (``quality_compute.BUDGET``: 1,200 steps of
-128 digits in ``cpu``). Each is scored by the course's judge (Frechet distance against the
-10,000 test digits, the real-vs-real floor at the same N, confident fraction) at the same
-number of sampling steps (100 in ``cpu``, respaced ancestral; T if smaller) and at its own T.
-Trained variants are cached (``ch13-<schedule>-T<T>``); the JSON states the whole report card:
-seed, schedules and T, sampler and steps, sample count and reference set, the judge,
-hardware, precision, library versions.
+The parts (``diffusion_course.quality_compute``, the code chapter 13 runs), every diffusion
+model being chapter 05's U-Net and recipe trained for chapter 13's ``train_steps`` (1,200
+steps of 128 digits in ``cpu``), every score the course's judge against all 10,000 test
+digits with the real-vs-real floor at the same N (``n_eval``, 500 in ``cpu``):
 
-Cost (``cpu``, 2-core machine): about 2.7 min of training per variant the first time, then
-500 digits at 100 steps and at T steps: about 20 minutes in all. Run it on an otherwise idle
-machine.
+    t_study      scaled_linear T = 100 / 250 / 500 / 1000 and the unrescaled linear T = 100 trap
+                 (gpu adds T = 2000), at ``common_steps`` ancestral steps and at T steps
+    seed_spread  the T = 1000 model from ``n_seeds`` starting-noise seeds: the noise of one score
+    width_study  base widths 8 / 16 / 32 / 64 (gpu 16 ... 128): parameters, FLOPs per call
+                 (torch's FlopCounterMode), seconds per digit, peak memory sampling and training,
+                 quality at equal images seen and at equal wall time (step counts from the
+                 measured seconds per training step, cached per machine)
+    steps_study  the chapter-05 model (``--model``, the shipped reference by default) at
+                 10 ... 250 steps, ancestral and DDIM (``sampler_sweep``, chapter 07's machinery)
+    gan_study    a DCGAN trained for the diffusion model's measured training time: FD, generation
+                 time, class histogram, nearest training digits
+
+and then every configuration as (seconds per digit, FD/floor) with its Pareto front, and the
+source's three claims restated with these numbers. Trained models are cached
+(``ch13-*``); the JSON holds the report card (seed, schedules and T, sampler and steps, sample
+count and reference set, the judge, hardware, precision, library versions).
+
+Cost (``cpu``, the idle 2-core build machine): training every variant the first time takes
+about 45 minutes (five T variants, seven widths, the GAN); with them cached the study takes
+about as long as chapter 13's ``cpu`` run. Run it on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -26,52 +37,72 @@ import json
 from pathlib import Path
 
 from diffusion_course import quality_compute as qc
-from diffusion_course.compute import library_versions
+from diffusion_course.compute import resident_peak_mib
 from diffusion_course.judge import load_judge
-from diffusion_course.mnist_ddpm import N_TEST, make_unet
-from diffusion_course.report import machine_info
-from diffusion_course.unet import count_parameters
+from diffusion_course.mnist_ddpm import MODELS, N_TEST
+
+
+def printable(study: dict) -> dict:
+    """The study without its sample tensors (the chapter shows them; the JSON holds numbers)."""
+    out = dict(study)
+    if "gan_study" in out:
+        out["gan_study"] = {k: v for k, v in out["gan_study"].items() if k != "samples"}
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", choices=sorted(qc.BUDGET), help="the study's budget and judge")
-    p.add_argument("--n-samples", type=int, default=None, help=f"digits per setting (10..{N_TEST}; default: the profile's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
-    p.add_argument("--variants", nargs="+", default=list(qc.T_VARIANTS), choices=list(qc.T_VARIANTS),
-                   metavar="NAME", help=f"which variants (default all: {', '.join(map(repr, qc.T_VARIANTS))})")
+    p.add_argument("--profile", default="cpu", choices=("ci", "cpu", "gpu"), help="the study's budget and judge")
+    p.add_argument("--parts", nargs="+", default=list(qc.PARTS), choices=qc.PARTS, metavar="PART",
+                   help=f"which parts (default all: {', '.join(qc.PARTS)})")
+    p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                   help="T variants of t_study (default: the profile's, e.g. 'T=100' 'T=100, linear not rescaled')")
+    p.add_argument("--n-eval", type=int, default=None, help=f"digits per setting (10..{N_TEST}; default: the profile's)")
+    p.add_argument("--model", choices=MODELS, default=None, help="chapter-05 model of steps_study")
+    p.add_argument("--seed", type=int, default=None, help="seed of the starting noise")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/quality_vs_compute.json"))
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args()
-    budget = qc.BUDGET[args.profile]
-    n = args.n_samples or budget["n_eval"]
-    if not 10 <= n <= N_TEST:
-        p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
+    if args.n_eval is not None and not 10 <= args.n_eval <= N_TEST:
+        p.error(f"--n-eval must lie in 10..{N_TEST} (the test split's size)")
+    known = qc.t_variants(args.profile)
+    if args.variants and set(args.variants) - set(known):
+        p.error(f"unknown variants {sorted(set(args.variants) - set(known))}; allowed: {', '.join(known)}")
+    variants = {name: known[name] for name in args.variants} if args.variants else None
 
-    variants = {name: qc.T_VARIANTS[name] for name in args.variants}
-    cfg = qc.study_settings(args.profile, train_steps=budget["train_steps"])
+    cfg = qc.settings(args.profile, n_eval=args.n_eval, model=args.model, seed=args.seed)
     judge = load_judge(args.profile)
-    result = {
-        "benchmark": "quality_vs_compute", "part": "training-time T", "profile": args.profile,
-        "settings": cfg.as_dict(), "model_parameters": count_parameters(make_unet(cfg)),
-        "train_images_seen": cfg.train_steps * cfg.batch_size,
-        "report_card": {"seed": args.seed, "training_seed": cfg.seed,
-                        "schedules": {k: {"schedule": s, "T": T} for k, (s, T) in variants.items()},
-                        "sampler": "ancestral (eta = 1), respaced, x0 clipped", "common_steps": budget["common_steps"],
-                        "n_samples": n, "reference_set": f"MNIST test[0:{N_TEST}]", "judge": judge.describe(),
-                        "hardware": machine_info(cfg.device), "precision": qc.variant_config(cfg, "linear", 1000).precision,
-                        "versions": library_versions()},
-        "note": args.note,
-    }
-    rows = qc.t_study(cfg, judge, n, budget["common_steps"], args.seed, variants)
-    result["results"] = rows
+    study = qc.run_study(cfg, judge, args.parts, variants)
+    result = {"benchmark": "quality_vs_compute", "profile": args.profile, "parts": args.parts,
+              "note": args.note, **printable(study), "process_resident_peak_mib": resident_peak_mib()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for r in rows:
+
+    for r in study.get("t_study", []):
         a, b = r["at_common_steps"], r["at_T_steps"]
-        print(f"{r['variant']:28s} abar_T {r['alpha_bar_T']:.2e}  {a['steps']:4d} steps: FD/floor {a['frechet_ratio']:6.2f} "
-              f"({a['confident_fraction']:.1%})  {b['steps']:4d} steps: {b['frechet_ratio']:6.2f} "
-              f"({b['confident_fraction']:.1%}, {1000 * b['seconds_per_image']:.1f} ms/digit)")
+        print(f"{r['variant']:28s} abar_T {r['alpha_bar_T']:.2e}  {a['steps']:4d} steps: FD/floor "
+              f"{a['frechet_ratio']:6.2f}  {b['steps']:4d} steps: {b['frechet_ratio']:6.2f} "
+              f"({1000 * b['seconds_per_image']:.1f} ms/digit)")
+    if "seed_spread" in study:
+        s = study["seed_spread"]
+        print(f"seed spread at {s['steps']} steps: FD/floor {s['frechet_ratio_mean']:.2f} +- {s['frechet_ratio_sd']:.2f}")
+    for r in study.get("width_study", []):
+        print(f"width {r['width']:3d}: {r['parameters']:9,d} parameters, {r['flops_per_call'] / 1e6:8.1f} MFLOP/call, "
+              f"{1000 * r['seconds_per_image']:6.1f} ms/digit, sampling {r['sample_peak_mib']:6.0f} MiB, "
+              f"training {r['train_peak_mib']:6.0f} MiB | FD/floor equal images "
+              f"{r['equal_images']['frechet_ratio']:6.2f}, equal time {r['equal_time']['frechet_ratio']:6.2f} "
+              f"({r['equal_time']['train_steps']} steps)")
+    for r in study.get("steps_study", []):
+        print(f"{r['sampler']:5s} {r['steps']:5d} steps: {1000 * r['seconds_per_image']:7.1f} ms/digit  "
+              f"FD/floor {r['frechet_ratio']:6.2f}")
+    if "gan_study" in study:
+        for name in ("diffusion", "gan"):
+            r = study["gan_study"][name]
+            print(f"{name:9s}: FD/floor {r['frechet_ratio']:6.2f}, {1000 * r['seconds_per_image']:.2f} ms/digit, "
+                  f"trained {r['train_seconds']:.0f} s ({r['train_steps']} steps), classes "
+                  f"{r['min_class_fraction']:.1%}-{r['max_class_fraction']:.1%}")
+    for claim, c in study.get("claims", {}).items():
+        print(f"claim '{claim}': " + "; ".join(f"{k} {v}" for k, v in c.items() if k.startswith("verdict")))
     print(f"wrote {args.out}")
 
 

@@ -5,16 +5,11 @@ Writes JSON.
     python benchmarks/sampling_steps.py --samplers ddpm ddim ode         # + probability-flow ODE
     python benchmarks/sampling_steps.py --profile ci --n-samples 50 --steps 10 20   # smoke test
 
-For each number of steps (default 10, 20, 50, 100, 250, 1000) and each sampler
-
-    ddpm  ancestral DDPM update on the respaced chain (sampling.sample, eta = 1; at 1000 steps
-          exactly chapter 05's sampler)
-    ddim  deterministic DDIM (sampling.sample, eta = 0)
-    ode   probability-flow ODE of the VP SDE, Euler in rho = -log abar (sde.sample_sde, "ode")
-
-it generates --n-samples digits from the same seeded x_T (with --seeds K, from K seeded x_T in
-turn: the row then holds each seed's figures and their mean and spread) and records seconds per image and the
-course judge's report card (``judge.load_judge``): Frechet distance on the judge's features
+For each number of steps (default 10, 20, 50, 100, 250, 1000) and each sampler of
+``diffusion_course.sampler_sweep`` (ddpm: ancestral, ddim, ode: probability-flow ODE; the
+machinery chapter 13 reuses) it generates --n-samples digits from the same seeded x_T (with
+--seeds K, from K seeded x_T in turn: the row then holds each seed's figures and their mean
+and spread) and records seconds per image and the course judge's report card (``judge.load_judge``): Frechet distance on the judge's features
 against all 10,000 digits of MNIST's test split, the real-vs-real floor at the same N (N random
 training digits vs the same test split, mean of 10 seeded draws), FD / floor, confident
 fraction and smallest class fraction. The JSON is rewritten after every setting, so an
@@ -36,50 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
-
-import torch
 
 from diffusion_course.judge import load_judge
 from diffusion_course.mnist_ddpm import MODELS, N_TEST, load_mnist_model
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
-from diffusion_course.sampling import sample
-from diffusion_course.sde import sample_sde
+from diffusion_course.sampler_sweep import SAMPLERS, sweep
 from diffusion_course.settings import pick_device
-from diffusion_course.training import autocast
 from diffusion_course.unet import count_parameters
-
-
-SAMPLERS = {"ddpm": "ancestral DDPM update, eta = 1 (sampling.sample)",
-            "ddim": "DDIM, eta = 0 (sampling.sample)",
-            "ode": "probability-flow ODE, Euler in rho = -log abar (sde.sample_sde, method='ode')"}
-
-
-def generate(name, model, x_T, schedule, steps, kind, precision, device, generator):
-    with autocast(precision, device):
-        if name == "ode":
-            out = sample_sde(model, x_T.shape, schedule, steps=steps, method="ode", kind=kind,
-                             x_T=x_T, generator=generator, device=device)
-        else:
-            out = sample(model, x_T.shape, schedule, steps=steps, eta=1.0 if name == "ddpm" else 0.0,
-                         kind=kind, x_T=x_T, generator=generator, device=device)
-    return out.x0.float()
-
-
-def run_seed(name, model, x_T, schedule, steps, tcfg, device, seed, batch, judge) -> dict:
-    """One setting from one seeded x_T: seconds per image and the judge's report."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    start = time.perf_counter()
-    x = torch.cat([generate(name, model, chunk, schedule, steps, tcfg.kind, tcfg.precision, device, gen)
-                   for chunk in x_T.split(batch)])
-    seconds = time.perf_counter() - start
-    rep = judge.evaluate(x)  # the floor at this N is computed once, for every setting
-    return {"seed": seed, "seconds_per_image": seconds / len(x),
-            **{k: rep[k] for k in ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio",
-                                   "confident_fraction", "min_class_fraction", "class_histogram")}}
 
 
 def summary(results: list[dict]) -> dict:
@@ -129,8 +89,6 @@ def main() -> None:
 
     n = args.n_samples
     seeds = list(range(args.seed, args.seed + args.seeds))
-    x_Ts = {s: torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(s)) for s in seeds}
-    generate("ddim", model, x_Ts[seeds[0]][:8], schedule, 2, tcfg.kind, tcfg.precision, device, None)  # warm-up
     result = {
         "benchmark": "sampling_steps", "profile": judge.profile, "model": info["source"],
         "settings": info["settings"], "data": info["data"], "model_parameters": count_parameters(model),
@@ -142,23 +100,13 @@ def main() -> None:
         "results": [],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for name in args.samplers:
-        for steps in args.steps:
-            by_seed = [run_seed(name, model, x_Ts[s], schedule, steps, tcfg, device, s, args.sample_batch, judge)
-                       for s in seeds]
-            row = {"sampler": name, "steps": steps, **by_seed[0]}   # one seed: that seed's figures
-            if len(seeds) > 1:                                       # several: their mean and spread
-                for key in ("seconds_per_image", "frechet", "frechet_ratio", "confident_fraction", "min_class_fraction"):
-                    row[key] = statistics.mean(r[key] for r in by_seed)
-                row["frechet_sd"] = statistics.stdev(r["frechet"] for r in by_seed)
-                row["by_seed"] = [{k: r[k] for k in ("seed", "frechet", "frechet_ratio", "confident_fraction")}
-                                  for r in by_seed]
-            result["results"].append(row)
-            result["summary"] = summary(result["results"])
-            args.out.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"{name:5s} {steps:5d} steps: {1000 * row['seconds_per_image']:8.2f} ms/image  "
-                  f"FD {row['frechet']:8.3f}  FD/floor {row['frechet_ratio']:6.2f}  "
-                  f"confident {row['confident_fraction']:.1%}", flush=True)
+    for row in sweep(model, tcfg, judge, args.samplers, args.steps, n, seeds, device, args.sample_batch):
+        result["results"].append(row)
+        result["summary"] = summary(result["results"])
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # an interrupted run keeps its rows
+        print(f"{row['sampler']:5s} {row['steps']:5d} steps: {1000 * row['seconds_per_image']:8.2f} ms/image  "
+              f"FD {row['frechet']:8.3f}  FD/floor {row['frechet_ratio']:6.2f}  "
+              f"confident {row['confident_fraction']:.1%}", flush=True)
     print(json.dumps(result["summary"], indent=2))
     print(f"wrote {args.out}")
 

@@ -31,3 +31,32 @@ def real_data_root() -> Path:
 def fsdd_root() -> Path:
     """A folder holding the Free Spoken Digit Dataset recordings, or skip."""
     return data_root_with("fsdd/recordings/0_george_0.wav", what="FSDD recordings")
+
+
+@pytest.fixture(scope="session")
+def ci_judge_cache(tmp_path_factory):
+    """A cache folder holding the `ci` judge, trained once per test session, and the judge:
+    tests that run commands in an empty cache copy it in (``seed_cache``) instead of each
+    training their own (about 8 s each)."""
+    from diffusion_course import judge as judge_module
+
+    root = data_root_with(*MNIST_FILES, what="real MNIST (both splits)")
+    cache = tmp_path_factory.mktemp("ci-judge-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COURSE_DATA_ROOT", str(root))
+        mp.setenv("COURSE_CACHE", str(cache))
+        mp.setenv("COURSE_DEVICE", "cpu")
+        mp.setattr(judge_module, "_JUDGES", {})
+        judge = judge_module.load_judge("ci", progress=False)
+    assert judge.info["trained_now"] and list(cache.glob("mnist-classifier-*.pt"))
+    return cache, judge
+
+
+def seed_cache(cache: Path, ci_judge_cache) -> Path:
+    """Copy the session's trained `ci` judge into ``cache`` (created if needed)."""
+    import shutil
+
+    cache.mkdir(parents=True, exist_ok=True)
+    for f in ci_judge_cache[0].glob("mnist-classifier-*.pt"):
+        shutil.copy(f, cache / f.name)
+    return cache

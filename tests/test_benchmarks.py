@@ -10,15 +10,17 @@ import sys
 
 import pytest
 
-from conftest import REPO
-from diffusion_course import quality_compute as qc
+from conftest import REPO, seed_cache
 from diffusion_course.mnist_ddpm import REFERENCE_RECIPES
 
 MNIST_TOY = ["--profile", "ci", "--model", "student", "--set", "n_train=300"]
 
 
-def run_benchmark(name, args, tmp_path, data_root):
+def run_benchmark(name, args, tmp_path, data_root, judge_cache=None):
+    """Run a benchmark in an empty cache (holding only the session's `ci` judge, when given)."""
     out = tmp_path / f"{name}.json"
+    if judge_cache is not None:
+        seed_cache(tmp_path / "cache", judge_cache)
     env = {**os.environ, "COURSE_DATA_ROOT": str(data_root), "COURSE_CACHE": str(tmp_path / "cache"),
            "COURSE_DEVICE": "cpu"}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args, "--out", str(out)],
@@ -41,9 +43,10 @@ def check_judge(judge):
     assert 0 <= judge["held_out_accuracy"] <= 1 and 0 <= judge["held_out_confident_fraction"] <= 1
 
 
-def test_ddpm_mnist(tmp_path, real_data_root):
+def test_ddpm_mnist(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("ddpm_mnist", [*MNIST_TOY, "--n-samples", "40", "--sample-steps", "4",
-                                          "--sample-batch", "16", "--note", "toy"], tmp_path, real_data_root)
+                                          "--sample-batch", "16", "--note", "toy"],
+                           tmp_path, real_data_root, ci_judge_cache)
     assert result["model"] == "student" and result["note"] == "toy" and "cpu" in result["machine"]
     assert result["train_complete"] and result["train_steps_done"] == result["settings"]["train_steps"]
     assert result["data"]["train_images"] == "train[0:300]" and result["sampler"]["steps"] == 4
@@ -52,10 +55,10 @@ def test_ddpm_mnist(tmp_path, real_data_root):
     assert not any((tmp_path / "cache").glob("mnist-ddpm-*"))  # trained in a temporary cache
 
 
-def test_ddpm_mnist_scores_the_reference(tmp_path, real_data_root):
+def test_ddpm_mnist_scores_the_reference(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("ddpm_mnist", ["--profile", "ci", "--model", "reference", "--n-samples", "40",
                                           "--sample-steps", "4", "--sample-batch", "16"],
-                           tmp_path, real_data_root)
+                           tmp_path, real_data_root, ci_judge_cache)
     assert result["model"] == "reference" and not result["trained_now"] and result["train_complete"]
     assert result["train_steps_done"] == REFERENCE_RECIPES["mnist-ddpm"]["overrides"]["train_steps"]
     assert result["train_command"] == "python -m diffusion_course.reference mnist-ddpm"
@@ -65,10 +68,10 @@ def test_ddpm_mnist_scores_the_reference(tmp_path, real_data_root):
     assert not any((tmp_path / "cache").glob("mnist-ddpm-*"))  # nothing trained
 
 
-def test_judge_strength(tmp_path, real_data_root):
+def test_judge_strength(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("judge_strength", [*MNIST_TOY, "--epochs", "1", "2", "--judge-n-train", "300",
                                               "--n-samples", "40", "--sample-steps", "4"],
-                           tmp_path, real_data_root)
+                           tmp_path, real_data_root, ci_judge_cache)
     assert result["model"]["source"] == "student"
     check_judge(result["course_judge"])
     assert [j["epochs"] for j in result["judges"]] == [1, 2]
@@ -78,9 +81,10 @@ def test_judge_strength(tmp_path, real_data_root):
     assert all(j["trained_now"] and j["n_train"] == 300 for j in result["judges"])
 
 
-def test_sampling_steps(tmp_path, real_data_root):
+def test_sampling_steps(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("sampling_steps", [*MNIST_TOY, "--steps", "2", "4", "--samplers", "ddpm", "ddim",
-                                              "ode", "--n-samples", "20", "--seeds", "2"], tmp_path, real_data_root)
+                                              "ode", "--n-samples", "20", "--seeds", "2"],
+                           tmp_path, real_data_root, ci_judge_cache)
     settings = {(r["sampler"], r["steps"]) for r in result["results"]}
     assert settings == {(s, k) for s in ("ddpm", "ddim", "ode") for k in (2, 4)}
     assert all(r["frechet"] >= 0 and r["frechet_ratio"] > 0 and r["seconds_per_image"] > 0
@@ -95,24 +99,31 @@ def test_sampling_steps(tmp_path, real_data_root):
     check_judge(result["judge"])
 
 
-def test_quality_vs_compute(tmp_path, real_data_root):
-    chosen = ["T=100", "T=250", "T=100, linear not rescaled"]       # the others only sample longer
-    result = run_benchmark("quality_vs_compute", ["--profile", "ci", "--n-samples", "20", "--variants", *chosen],
-                           tmp_path, real_data_root)
-    rows = {r["variant"]: r for r in result["results"]}
-    assert list(rows) == chosen and list(result["report_card"]["schedules"]) == chosen
+def test_quality_vs_compute(tmp_path, real_data_root, ci_judge_cache):
+    chosen = ["T=100", "T=100, linear not rescaled"]           # the other T variants only sample longer
+    result = run_benchmark("quality_vs_compute", ["--profile", "ci", "--n-eval", "20", "--parts", "t_study",
+                                                  "seed_spread", "gan_study", "--variants", *chosen],
+                           tmp_path, real_data_root, ci_judge_cache)
+    rows = {r["variant"]: r for r in result["t_study"]}
+    assert list(rows) == chosen and result["parts"] == ["t_study", "seed_spread", "gan_study"]
     for r in rows.values():
-        assert r["at_common_steps"]["steps"] == min(10, r["T"]) and r["at_T_steps"]["steps"] == r["T"]
+        assert r["at_common_steps"]["steps"] == 10 and r["at_T_steps"]["steps"] == r["T"] == 100
         assert r["train_steps"] == 30 and r["at_T_steps"]["frechet_ratio"] > 0
     assert rows["T=100, linear not rescaled"]["alpha_bar_T"] > 0.3 > rows["T=100"]["alpha_bar_T"]
+    assert len(result["seed_spread"]["frechet_ratio_by_seed"]) == 2 and result["seed_spread"]["frechet_ratio_sd"] >= 0
+    gan = result["gan_study"]
+    assert gan["gan"]["train_seconds"] >= gan["train_seconds_budget"] > 0 and gan["gan"]["train_steps"] >= 1
+    assert gan["diffusion"]["network_calls_per_image"] == 10 and "samples" not in gan
+    assert {p["family"] for p in result["pareto"]} == {"T", "GAN"} and any(p["on_front"] for p in result["pareto"])
+    assert set(result["claims"]) == {"the GAN beats the diffusion model"}   # the T claim needs T = 1000 too
     card = result["report_card"]
-    assert card["n_samples"] == 20 and card["common_steps"] == 10 and card["versions"]["torch"]
+    assert card["n_samples"] == 20 and card["steps"] == 10 and card["versions"]["torch"] and card["hardware"]["cpu"]
     check_judge(card["judge"])
 
 
-def test_guidance(tmp_path, real_data_root):
+def test_guidance(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("guidance", [*MNIST_TOY, "--weights", "0,2", "--n-samples", "20",
-                                        "--sample-steps", "4"], tmp_path, real_data_root)
+                                        "--sample-steps", "4"], tmp_path, real_data_root, ci_judge_cache)
     assert [r["w"] for r in result["weights"]] == [0.0, 2.0]
     assert all(0 <= r["accuracy"] <= 1 and r["frechet_floor"] > 0 and r["frechet_ratio"] > 0
                for r in result["weights"])
@@ -120,10 +131,10 @@ def test_guidance(tmp_path, real_data_root):
     check_judge(result["judge"])
 
 
-def test_latent(tmp_path, real_data_root):
+def test_latent(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("latent", ["--profile", "ci", "--model", "student", "--set", "n_train=300",
                                       "--n-samples", "20", "--timing-images", "4", "--timing-repeats", "1"],
-                           tmp_path, real_data_root)
+                           tmp_path, real_data_root, ci_judge_cache)
     for model in ("pixel", "latent"):
         check_report(result[model]["evaluation"], 20)
         assert result[model]["seconds_per_image"] > 0
@@ -155,11 +166,11 @@ def test_judge_strength_rejects_bad_arguments(monkeypatch, capsys, bad, message)
     assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_inverse_problems(tmp_path, real_data_root):
+def test_inverse_problems(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("inverse_problems", ["--profile", "ci", "--n-images", "3", "--steps", "3",
                                                 "--problems", "inpaint-box", "sr2",
                                                 "--methods", "pseudo-inverse", "tv", "dps", "ddrm"],
-                           tmp_path, real_data_root)
+                           tmp_path, real_data_root, ci_judge_cache)
     assert result["model"] == "reference" and result["settings"]["n_images"] == 3
     box, sr = result["results"]["inpaint-box"], result["results"]["sr2"]
     assert set(box["methods"]) == {"pseudo-inverse", "tv", "dps", "ddrm"}

@@ -7,16 +7,15 @@ from diffusion_course.judge import JUDGE_RECIPES, load_judge
 
 
 @pytest.fixture(scope="module")
-def ci_judge(tmp_path_factory):
-    from conftest import MNIST_FILES, data_root_with
-
-    root = data_root_with(*MNIST_FILES, what="real MNIST (both splits)")
+def ci_judge(ci_judge_cache):
+    """The session's `ci` judge (conftest.ci_judge_cache), trained in an empty cache; while
+    this module runs, load_judge sees that cache and that judge."""
+    cache, judge = ci_judge_cache
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COURSE_DATA_ROOT", str(root))
-        mp.setenv("COURSE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("COURSE_CACHE", str(cache))
         mp.setenv("COURSE_DEVICE", "cpu")
-        mp.setattr(judge_module, "_JUDGES", {})
-        yield load_judge("ci", progress=False)
+        mp.setattr(judge_module, "_JUDGES", {"ci": judge})
+        yield judge
 
 
 def test_one_judge_per_profile_on_the_test_split(ci_judge):

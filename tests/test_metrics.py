@@ -216,3 +216,16 @@ def test_classifier_trains_and_is_cached(tmp_path, monkeypatch):
     again, info2 = load_or_train_classifier(x, y, spec, epochs=3, progress=False)
     assert not info2["trained_now"]
     assert torch.equal(classify(model, xt)[0], classify(again, xt)[0])
+
+
+def test_nearest_neighbour_distances_match_brute_force_and_find_copies():
+    from diffusion_course.metrics import nearest_neighbour_distances
+
+    g = torch.Generator().manual_seed(0)
+    ref, x = torch.rand(300, 1, 28, 28, generator=g), torch.rand(37, 1, 28, 28, generator=g)
+    brute = torch.cdist(x.flatten(1).double(), ref.flatten(1).double()).min(1).values
+    assert torch.allclose(nearest_neighbour_distances(x, ref, batch=8).double(), brute, atol=1e-5)
+    copies = ref[[3, 100, 299]] + 0.0
+    assert nearest_neighbour_distances(copies, ref).max() < 1e-3   # a copy sits on its original
+    with pytest.raises(ValueError, match="do not compare"):
+        nearest_neighbour_distances(x, ref[:, :, :10])

@@ -4,8 +4,9 @@
   ``FlopCounterMode`` (a multiply-add is 2 FLOPs); ``conv2d_flops`` is the hand formula it is
   checked against.
 - ``peak_memory``: the peak memory of running a function, with the method named: CUDA's
-  ``max_memory_allocated`` on a GPU; on a CPU the process's resident set size, polled while
-  the function runs, above what it was before (no library reports a per-call CPU peak).
+  ``max_memory_allocated`` on a GPU; on a CPU the peak of torch's own allocations during the
+  call, from torch.profiler's memory events (the process's resident size cannot show it:
+  freed memory is reused without growing it). ``resident_peak_mib``: the process's peak.
 - ``median_seconds``: wall time of a function, median of repeats, GPU work synchronised.
 - ``pareto_front``: the configurations no other one beats on both cost and quality.
 - ``report_card``: what a reproducible quality number must state, as one dict.
@@ -16,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from typing import Callable
 
@@ -39,17 +39,33 @@ def conv2d_flops(c_in: int, c_out: int, kernel: int, h_out: int, w_out: int, bat
     return 2 * batch * c_out * h_out * w_out * (c_in // groups) * kernel * kernel
 
 
-def _resident_bytes() -> int | None:
-    """This process's resident set size now (Linux: /proc/self/statm), or None."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
+def _cpu_allocation_peak(fn: Callable):
+    """(fn's result, the peak bytes of torch's CPU allocations while it ran): torch.profiler
+    records every allocation and free (``profile_memory=True``); their running sum, in time
+    order, is the memory torch held for the call at each moment."""
+    from torch.profiler import ProfilerActivity, profile
+
+    # Kineto (the profiler's backend) logs every start and stop, and on a CPU-only machine a
+    # failed GPU count, straight to stderr, i.e. into notebook outputs; level 6 silences it.
+    # Read when the profiler first starts, so it must be set before then.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    running = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return result, peak
 
 
-def peak_memory(fn: Callable, device, poll_s: float = 0.002) -> dict:
-    """Run ``fn()`` once and return its result with the peak memory it used, and how measured."""
+def peak_memory(fn: Callable, device) -> dict:
+    """Run ``fn()`` once and return its result with the peak memory it used, and how measured.
+
+    On a GPU: CUDA's ``max_memory_allocated`` above what was allocated before the call. On a
+    CPU: the peak of torch's own allocations during the call, from torch.profiler. (The
+    process's resident set size cannot show a call's peak: memory that earlier calls freed is
+    reused without the resident size growing, so a second call of the same size reads 0.)
+    """
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -60,29 +76,19 @@ def peak_memory(fn: Callable, device, poll_s: float = 0.002) -> dict:
         peak = torch.cuda.max_memory_allocated(device) - before
         return {"result": result, "peak_mib": peak / 2**20,
                 "method": "torch.cuda.max_memory_allocated above the allocation before the call"}
-    if _resident_bytes() is None:
-        raise RuntimeError("peak CPU memory needs /proc/self/statm (Linux); "
-                           "measure on Linux or on a CUDA device")
-    baseline = peak = _resident_bytes()
-    done = threading.Event()
+    result, peak = _cpu_allocation_peak(fn)
+    return {"result": result, "peak_mib": peak / 2**20,
+            "method": "peak of torch's CPU allocations during the call (torch.profiler, "
+                      "profile_memory=True: running sum of allocations and frees in time order)"}
 
-    def poll():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _resident_bytes())
-            time.sleep(poll_s)
 
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
+def resident_peak_mib() -> float | None:
+    """This process's resident set size at its peak so far (Linux: ru_maxrss in KiB), or None."""
     try:
-        result = fn()
-    finally:
-        done.set()
-        watcher.join()
-    peak = max(peak, _resident_bytes())
-    return {"result": result, "peak_mib": (peak - baseline) / 2**20,
-            "method": f"process resident set size (/proc/self/statm) polled every {poll_s * 1e3:g} ms, "
-                      "peak minus the value before the call"}
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None
 
 
 def median_seconds(fn: Callable, repeats: int = 3, device=None) -> float:

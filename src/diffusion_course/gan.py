@@ -8,17 +8,23 @@ any generator and discriminator, and a small DCGAN for MNIST.
                      two transposed convolutions up to 28x28 (Radford et al. 2016)
     DCGANDiscriminator image -> one logit, two strided convolutions down to 7x7
 
+    load_or_train_gan  a generator trained for a wall-time budget, cached like the course's
+                     diffusion models (chapter 13 trains it for as long as a diffusion model)
+
 Chapter 03's 2-D GAN (``toy2d.train_toy_gan``) runs the same loop with small MLPs.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from .training import cache_dir, cache_key, cache_lock, read_checkpoint, save_atomically
 
 
 @dataclass
@@ -123,3 +129,29 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
+
+
+def load_or_train_gan(name: str, G: nn.Module, D: nn.Module, data: Callable[[], torch.Tensor],
+                      max_seconds: float, recipe: dict, seed: int = 0, progress: bool = True,
+                      device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """(G in eval mode, info) of a GAN trained for ``max_seconds`` of wall time with ``recipe``
+    (``batch_size``, ``lr``), loaded from the cache if trained before. The number of steps a
+    wall-time budget buys depends on the machine, so it is recorded (``info["steps"]``), not
+    set; the cache file ``<cache>/<name>-<hash>.pt`` is keyed by the architecture, the recipe
+    and the budget."""
+    architecture = {"G": repr(G), "D": repr(D)}
+    path = cache_dir() / f"{name}-{cache_key(architecture, recipe, {'seconds': max_seconds, 'seed': seed})}.pt"
+    with cache_lock(path):
+        if path.exists():
+            blob = read_checkpoint(path)
+            G.load_state_dict(blob["generator"])
+            return G.to(device).eval(), {"path": str(path), "trained_now": False, "steps": blob["step"],
+                                         "seconds": blob["seconds"], "g_losses": blob["g_losses"].tolist(),
+                                         "d_losses": blob["d_losses"].tolist()}
+        run = train_gan(G, D, data(), steps=10**9, max_seconds=max_seconds, seed=seed,
+                        progress=progress, device=device, **recipe)
+        save_atomically({"format": "diffusion-course-v1", "generator": G.state_dict(), "step": run.steps,
+                         "seconds": run.seconds, "g_losses": torch.tensor(run.g_losses),
+                         "d_losses": torch.tensor(run.d_losses)}, path)
+        return G.eval(), {"path": str(path), "trained_now": True, "steps": run.steps, "seconds": run.seconds,
+                          "g_losses": run.g_losses, "d_losses": run.d_losses}

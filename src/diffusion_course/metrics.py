@@ -261,3 +261,21 @@ def evaluate_samples(classifier: MNISTClassifier, samples: torch.Tensor, real: t
         out.update(floor)
         out["frechet_ratio"] = out["frechet"] / max(out["frechet_floor"], 1e-12)
     return out
+
+
+@torch.no_grad()
+def nearest_neighbour_distances(x: torch.Tensor, reference: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """For each image of ``x``, the Euclidean pixel distance to its nearest image in
+    ``reference`` (any shapes [N, ...], same per-image size), computed in batches:
+    ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2. The memorisation check: a generator that copies
+    its training set puts its samples much closer to it than held-out real digits are."""
+    a = x.detach().flatten(1).double().cpu()
+    b = reference.detach().flatten(1).double().cpu()
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"images of {a.shape[1]} and {b.shape[1]} values do not compare")
+    b_sq = (b * b).sum(1)
+    out = []
+    for chunk in a.split(batch):
+        d2 = (chunk * chunk).sum(1, keepdim=True) - 2 * chunk @ b.T + b_sq
+        out.append(d2.min(1).values.clamp_min(0).sqrt())
+    return torch.cat(out).float()

@@ -381,6 +381,17 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "n_posterior": Knob(4, 8, 16, "posterior samples drawn for one measurement, to show "
                             "the spread", min=2, max=64),
     },
+    "13": {
+        "seed": Knob(0, 0, 0, "seed of the starting noise of every scored sample (training "
+                     "uses chapter 05's seed)", min=0),
+        "model": MODEL_KNOB,
+        "train_steps": Knob(30, 1_200, 8_000, "optimiser steps of every trained variant, "
+                            "chapter 05's batch (equal images seen)", min=1),
+        "n_eval": Knob(50, 500, 2_000, "digits scored per setting", min=10, max=10_000),
+        "common_steps": Knob(10, 100, 250, "ancestral sampling steps every variant is scored at",
+                             min=1, max=1000),
+        "n_seeds": Knob(2, 3, 5, "starting-noise seeds of the spread estimate", min=2, max=20),
+    },
 }
 
 

@@ -1,0 +1,88 @@
+"""Samplers x numbers of steps x seeds, each setting scored by the course's judge: the
+machinery behind ``benchmarks/sampling_steps.py`` (chapter 07's table) and chapter 13's
+steps-against-quality-against-time curve.
+
+    ddpm  ancestral DDPM update on the respaced chain (``sampling.sample``, eta = 1; at T steps
+          exactly chapter 05's sampler)
+    ddim  deterministic DDIM (``sampling.sample``, eta = 0)
+    ode   probability-flow ODE of the VP SDE, Euler in rho = -log abar (``sde.sample_sde``)
+
+Every setting starts from the same seeded x_T (one per seed), so settings differ only in the
+sampler and its steps; a row records seconds per image and the judge's report card.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Iterator
+
+import torch
+
+from .sampling import sample
+from .sde import sample_sde
+from .training import autocast
+
+SAMPLERS = {"ddpm": "ancestral DDPM update, eta = 1 (sampling.sample)",
+            "ddim": "DDIM, eta = 0 (sampling.sample)",
+            "ode": "probability-flow ODE, Euler in rho = -log abar (sde.sample_sde, method='ode')"}
+
+REPORT_KEYS = ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio", "confident_fraction",
+               "min_class_fraction", "class_histogram")
+AVERAGED_KEYS = ("seconds_per_image", "frechet", "frechet_ratio", "confident_fraction", "min_class_fraction")
+
+
+def generate(sampler: str, model, x_T: torch.Tensor, schedule, steps: int, kind: str, precision: str,
+             device, generator: torch.Generator | None) -> torch.Tensor:
+    """x_0 (float32) from ``x_T`` with ``sampler`` in ``steps`` steps, at the training precision."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    with autocast(precision, device):
+        if sampler == "ode":
+            out = sample_sde(model, x_T.shape, schedule, steps=steps, method="ode", kind=kind,
+                             x_T=x_T, generator=generator, device=device)
+        else:
+            out = sample(model, x_T.shape, schedule, steps=steps, eta=1.0 if sampler == "ddpm" else 0.0,
+                         kind=kind, x_T=x_T, generator=generator, device=device)
+    return out.x0.float()
+
+
+def starting_noise(n: int, seed: int, shape=(1, 28, 28)) -> torch.Tensor:
+    """The seeded x_T every setting of one seed starts from."""
+    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def score_setting(sampler: str, model, x_T: torch.Tensor, tcfg, steps: int, judge, seed: int,
+                  device, batch: int = 250, keep_samples: bool = False) -> dict:
+    """One setting from one seeded x_T: seconds per image and the judge's report (the step
+    noises of the ancestral sampler come from ``seed + 1``); ``keep_samples`` adds the digits."""
+    schedule = tcfg.noise_schedule()
+    gen = torch.Generator().manual_seed(seed + 1)
+    start = time.perf_counter()
+    x = torch.cat([generate(sampler, model, chunk, schedule, steps, tcfg.kind, tcfg.precision, device, gen)
+                   for chunk in x_T.split(batch)])
+    seconds = time.perf_counter() - start
+    rep = judge.evaluate(x)  # the judge computes the floor at this N once, for every setting
+    row = {"seed": seed, "seconds_per_image": seconds / len(x), **{k: rep[k] for k in REPORT_KEYS}}
+    return {**row, "samples": x} if keep_samples else row
+
+
+def sweep(model, tcfg, judge, samplers, steps_list, n: int, seeds, device,
+          batch: int = 250) -> Iterator[dict]:
+    """Yield a row per (sampler, steps): one seed's figures, or with several seeds their mean,
+    the Frechet distance's spread and each seed's figures (``by_seed``)."""
+    seeds = list(seeds)
+    x_Ts = {s: starting_noise(n, s) for s in seeds}
+    generate("ddim", model, x_Ts[seeds[0]][:8], tcfg.noise_schedule(), 2, tcfg.kind, tcfg.precision,
+             device, None)  # warm-up, so the first setting's time is not inflated
+    for sampler in samplers:
+        for steps in steps_list:
+            by_seed = [score_setting(sampler, model, x_Ts[s], tcfg, steps, judge, s, device, batch)
+                       for s in seeds]
+            row = {"sampler": sampler, "steps": steps, **by_seed[0]}
+            if len(seeds) > 1:
+                for key in AVERAGED_KEYS:
+                    row[key] = statistics.mean(r[key] for r in by_seed)
+                row["frechet_sd"] = statistics.stdev(r["frechet"] for r in by_seed)
+                row["by_seed"] = [{k: r[k] for k in ("seed", "frechet", "frechet_ratio", "confident_fraction")}
+                                  for r in by_seed]
+            yield row
