@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
-from diffusion_course.audio_diffusion import (FRONT_ENDS, FrontEnd, classify, data_spec,
-                                              evaluate_audio, generate, load_or_train_audio,
-                                              load_or_train_classifier, train_config)
+from diffusion_course.audio_diffusion import (FRAMES, FRONT_ENDS, FrontEnd, burst_summary, classify,
+                                              data_spec, energy_centre, evaluate_audio, generate,
+                                              load_or_train_audio, load_or_train_classifier,
+                                              receptive_field, train_config)
 from diffusion_course.fsdd import load_fsdd
 from diffusion_course.report import machine_info
 from diffusion_course.runner import parse_value
@@ -53,6 +54,41 @@ def score(model, front_end: str, cfg, classifier, real, floor, n_per_digit: int,
     return out
 
 
+def diagnose(cfg, classifier, real, pool, n_per_digit: int, weights) -> dict:
+    """Issue 19's measured tests of why samples come out as separate bursts: the data's burst
+    count and placement, the logmag front end's silence floor, and the chapter's recipe
+    trained with and without positional information, each model's reach (receptive field)
+    and its samples at several guidance weights (accuracy, FD against the floor at the same
+    N, bursts, where the energy sits)."""
+    fe = FrontEnd(cfg.front_end, cfg.gl_iters)
+    encoded = fe.encode(pool)
+    centre = energy_centre(real)
+    out = {"real": {"bursts": burst_summary(real), "energy_centre_mean_s": centre.mean().item(),
+                    "energy_centre_sd_s": centre.std().item(),
+                    "logmag_fraction_at_floor": (encoded <= -0.99).double().mean().item(),
+                    "logmag_mean": encoded.mean().item()}}
+    labels = torch.arange(10).repeat_interleave(n_per_digit)
+    for name, positions in (("no positions (the chapter's U-Net)", False), ("positions", True)):
+        model, info = load_or_train_audio(cfg, positions=positions)
+        row = {"train_seconds": round(info["seconds"], 1), "train_steps": info["steps"],
+               "receptive_field": receptive_field(model, fe.channels, FRAMES), "by_guidance": {}}
+        for w in weights:
+            waves, xs = generate(model, cfg.front_end, labels, steps=cfg.ddim_steps, guidance=w, seed=cfg.seed + 1,
+                                 precision=train_config(cfg).precision, gl_iters=cfg.gl_iters, device=cfg.device)
+            c = energy_centre(waves)
+            row["by_guidance"][str(w)] = {
+                **{k: v for k, v in evaluate_audio(classifier, waves, labels, real, floor_pool=pool).items()
+                   if k != "per_digit_accuracy"},
+                "energy_centre_mean_s": c.mean().item(), "energy_centre_sd_s": c.std().item(),
+                "logmag_fraction_at_floor": (xs <= -0.99).double().mean().item()}
+            r = row["by_guidance"][str(w)]
+            print(f"{name}, w = {w}: accuracy {r['accuracy']:.1%}, FD {r['frechet']:.1f} "
+                  f"(floor at N {r['frechet_floor_same_n']:.2f}), bursts {r['bursts']['mean']:.2f} "
+                  f"(one {r['bursts']['one']:.0%}), centre {r['energy_centre_mean_s']:.3f} s", flush=True)
+        out[name] = row
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu")
@@ -65,7 +101,11 @@ def main() -> None:
                    help="clips per digit for 50-step DDIM (default: the profile's n_per_digit)")
     p.add_argument("--ancestral-per-digit", type=int, default=None,
                    help="clips per digit for the ancestral sampler (default: half of --n-per-digit)")
-    p.add_argument("--skip-main", action="store_true", help="only the comparison")
+    p.add_argument("--skip-main", action="store_true", help="only the comparison (or the diagnosis)")
+    p.add_argument("--diagnose", action="store_true", help="issue 19's tests: positions, reach, "
+                   "guidance weights, bursts, placement")
+    p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0],
+                   help="guidance weights of --diagnose")
     p.add_argument("--fresh", action="store_true", help="train in a temporary cache")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/audio_digits.json"))
     args = p.parse_args()
@@ -110,6 +150,9 @@ def main() -> None:
             result["ancestral"] = score(model, cfg.front_end, cfg, classifier, real, floor, n_anc,
                                         cfg.ancestral_steps, 1.0, cfg.seed + 2)
             print(json.dumps(result["ancestral"]))
+
+        if args.diagnose:
+            result["diagnosis"] = diagnose(cfg, classifier, real, train.audio, n_per_digit, args.weights)
 
         if args.compare:
             table = {}

@@ -209,3 +209,32 @@ def test_real_spoken_digits_are_mostly_one_or_two_bursts(fsdd_root):
     clips = fsdd.load_fsdd("test", root=fsdd_root).audio[:100]
     counts = torch.tensor([audio.burst_count(c) for c in clips], dtype=torch.float)
     assert ((counts >= 1) & (counts <= 2)).float().mean() >= 0.9, counts.tolist()
+
+
+def test_burst_summary_energy_centre_and_the_floor_at_the_same_n():
+    from diffusion_course.audio_diffusion import burst_summary, energy_centre
+
+    sr, n = 8000, 8192
+    t = torch.arange(n) / sr
+    tone = torch.sin(2 * torch.pi * 300 * t)
+    one = tone * ((t > 0.4) & (t < 0.6))                          # one burst around 0.5 s
+    two = tone * (((t > 0.1) & (t < 0.25)) | ((t > 0.7) & (t < 0.85)))
+    s = burst_summary(torch.stack([one, one, two, torch.zeros(n)]))
+    assert s["one"] == 0.5 and s["two"] == 0.25 and s["silent"] == 0.25 and s["mean"] == pytest.approx(1.0)
+    centre = energy_centre(torch.stack([one, two]))
+    assert centre[0] == pytest.approx(0.5, abs=0.01) and centre[1] == pytest.approx(0.475, abs=0.01)
+
+
+def test_the_floor_at_the_same_n_shrinks_as_n_grows():
+    """An FD from fewer clips is larger: the floor is drawn at the N of the samples scored."""
+    from diffusion_course.audio_diffusion import DigitClassifier, evaluate_audio
+
+    torch.manual_seed(0)
+    clf = DigitClassifier().eval()
+    g = torch.Generator().manual_seed(1)
+    pool, real = torch.randn(400, 2048, generator=g) * 0.3, torch.randn(200, 2048, generator=g) * 0.3
+    small, large = (evaluate_audio(clf, pool[:n], torch.zeros(n, dtype=torch.long), real, floor_pool=pool)
+                    for n in (40, 200))
+    assert small["frechet_floor_same_n"] > large["frechet_floor_same_n"] > 0
+    assert small["frechet_ratio_same_n"] == pytest.approx(small["frechet"] / small["frechet_floor_same_n"])
+    assert set(small["bursts"]) >= {"mean", "one", "two", "three_or_more"}

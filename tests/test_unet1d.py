@@ -56,3 +56,23 @@ def test_layout_marker_keeps_old_checkpoints_out():
     assert not any(".0.0.0." in k or ".0.0.1." in k for k in keys)
     old_config = {k: v for k, v in net.config.items() if k != "layout"}
     assert cache_key(net.config) != cache_key(old_config)
+
+
+def test_positions_tell_the_network_where_it_is():
+    """Fed the same frame at every position, the plain U-Net answers the same in the middle of
+    the window (convolutions and attention do not know where they are; only the ends differ,
+    through the zero padding); with positions it answers differently at each position."""
+    def net_for(positions):
+        torch.manual_seed(0)
+        net = UNet1d(in_channels=3, base=8, num_classes=10, positions=positions).eval()
+        torch.nn.init.normal_(net.head[-1].weight, std=0.1)      # the zero-initialised head would hide it
+        return net
+
+    x, t = torch.randn(1, 3, 1).expand(1, 3, 128).contiguous(), torch.tensor([300])
+    plain, placed = net_for(False), net_for(True)
+    assert "positions" not in plain.config and placed.config["positions"] is True
+    with torch.no_grad():
+        a, b = plain(x, t)[0], placed(x, t)[0]
+    assert torch.allclose(a[:, 48], a[:, 80], atol=1e-5)               # blind to where it is
+    assert not torch.allclose(b[:, 48], b[:, 80], atol=1e-3)           # knows where it is
+    assert cache_key(plain.config) != cache_key(placed.config)

@@ -198,36 +198,66 @@ def classify(model: DigitClassifier, waves: torch.Tensor, batch_size: int = 250
     return feats, pred, conf
 
 
+def burst_summary(waves: torch.Tensor) -> dict:
+    """Separated voiced segments per clip (``audio.burst_count``): the mean and the fractions
+    of clips in 1, 2 and 3 or more bursts. Real FSDD clips: 98.4 % one segment, mean 1.016."""
+    counts = torch.tensor([audio.burst_count(w) for w in waves], dtype=torch.float64)
+    return {"mean": counts.mean().item(), "one": (counts == 1).double().mean().item(),
+            "two": (counts == 2).double().mean().item(), "three_or_more": (counts >= 3).double().mean().item(),
+            "silent": (counts == 0).double().mean().item()}
+
+
+def energy_centre(waves: torch.Tensor, sample_rate: int = 8000) -> torch.Tensor:
+    """Each clip's energy-weighted mean time in seconds: where in the window the speech sits
+    (the data are centred: 0.512 s)."""
+    e = waves.detach().float().cpu().pow(2)
+    t = torch.arange(waves.shape[-1], dtype=torch.float32) / sample_rate
+    return (e * t).sum(-1) / e.sum(-1).clamp_min(1e-12)
+
+
 def evaluate_audio(classifier: DigitClassifier, waves: torch.Tensor, labels: torch.Tensor,
-                   real: torch.Tensor, real_floor: torch.Tensor | None = None) -> dict:
+                   real: torch.Tensor, real_floor: torch.Tensor | None = None,
+                   floor_pool: torch.Tensor | None = None, floor_draws: int = 10) -> dict:
     """Accuracy of the digits asked for, the Frechet distance of classifier features against
-    held-out ``real`` clips and, with ``real_floor`` (other real clips), the real-vs-real floor."""
+    held-out ``real`` clips, the burst count, and the real-vs-real floor: with ``real_floor``
+    (other real clips, as many as ``real``) one FD at that N; with ``floor_pool`` (the training
+    clips) the mean FD of ``floor_draws`` random draws of as many clips as ``waves`` (the
+    floor at the same N: an FD from fewer clips is larger, so only this one compares)."""
     f_fake, pred, conf = classify(classifier, waves)
     f_real, _, _ = classify(classifier, real)
     out = {"n_samples": len(waves), "accuracy": (pred == labels.cpu()).double().mean().item(),
            "per_digit_accuracy": [round((pred[labels == d] == d).double().mean().item(), 3)
                                   for d in range(10) if (labels == d).any()],
            "mean_confidence": conf.mean().item(),
-           "frechet": frechet_from_features(f_fake, f_real)}
+           "frechet": frechet_from_features(f_fake, f_real), "bursts": burst_summary(waves)}
     if real_floor is not None:
         f_floor, _, _ = classify(classifier, real_floor)
         out["frechet_floor"] = frechet_from_features(f_floor, f_real)
+    if floor_pool is not None:
+        f_pool, _, _ = classify(classifier, floor_pool)
+        g = torch.Generator().manual_seed(0)
+        fds = [frechet_from_features(f_pool[torch.randperm(len(f_pool), generator=g)[:len(waves)]], f_real)
+               for _ in range(floor_draws)]
+        out["frechet_floor_same_n"] = sum(fds) / len(fds)
+        out["frechet_ratio_same_n"] = out["frechet"] / out["frechet_floor_same_n"]
     return out
 
 
 # ---------------------------------------------------------------------------------------
 # The chapter's model
 # ---------------------------------------------------------------------------------------
-def make_model(cfg: Settings, front_end: str | None = None, v_from_x0: bool | None = None) -> UNet1d:
+def make_model(cfg: Settings, front_end: str | None = None, v_from_x0: bool | None = None,
+               positions: bool = False) -> UNet1d:
     """The chapter's 1-D U-Net for a front end. ``v_from_x0`` (default: yes for the chapter's
     model, ``front_end=None``; no for the comparison, where all four front ends get the same
     plain v-predicting U-Net) lets the network estimate x0 and return the v it implies (see
-    ``unet1d``); training and sampling are v-form either way."""
+    ``unet1d``); training and sampling are v-form either way. ``positions``: the U-Net also
+    knows where in the window each frame is (``unet1d``)."""
     fe = FrontEnd(front_end or cfg.front_end)
     v_from_x0 = front_end is None if v_from_x0 is None else v_from_x0
     return UNet1d(in_channels=fe.channels, base=cfg.base_width, mults=(1, 2, 2), blocks_per_level=1,
                   attention_levels=(2,), num_classes=10, v_from_x0="angle" if v_from_x0 else None,
-                  **fe.unet_kwargs())
+                  positions=positions, **fe.unet_kwargs())
 
 
 def train_config(cfg: Settings) -> TrainConfig:
@@ -248,18 +278,37 @@ def training_data(front_end: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_or_train_audio(cfg: Settings, front_end: str | None = None, progress: bool = True,
                         max_seconds: float | None = None, train_steps: int | None = None,
-                        v_from_x0: bool | None = None):
+                        v_from_x0: bool | None = None, positions: bool = False,
+                        keep_ema_at: tuple[int, ...] = ()):
     """(EMA model, info) of the chapter's model (``front_end=None``: ``cfg.front_end`` with the
     x0-estimating head) or of one comparison model (a named front end, plain v-prediction
-    unless ``v_from_x0``), trained for ``train_steps`` (default ``cfg.train_steps``)."""
+    unless ``v_from_x0``), trained for ``train_steps`` (default ``cfg.train_steps``);
+    ``keep_ema_at``: steps whose EMA weights ``info["ema_history"]`` keeps."""
     fe = front_end or cfg.front_end
     tcfg = train_config(cfg)
     if train_steps is not None:
         from dataclasses import replace
         tcfg = replace(tcfg, steps=train_steps, warmup=min(100, train_steps // 10))
-    return load_or_train(f"fsdd-v-{fe}", lambda: make_model(cfg, front_end, v_from_x0), tcfg,
+    return load_or_train(f"fsdd-v-{fe}", lambda: make_model(cfg, front_end, v_from_x0, positions), tcfg,
                          lambda: training_data(fe), data_spec(fe), device=cfg.device,
-                         progress=progress, max_seconds=max_seconds)
+                         progress=progress, max_seconds=max_seconds, keep_ema_at=keep_ema_at)
+
+
+def receptive_field(model: UNet1d, channels: int, length: int, t: int = 500, threshold: float = 0.01) -> dict:
+    """Measured reach of one output position: the gradient of the output at the centre frame
+    with respect to every input frame (random input, label 0, step ``t``), and the span of
+    frames whose gradient exceeds ``threshold`` of the largest. Attention at the coarsest
+    level makes it the whole window; convolutions alone would reach a few dozen frames."""
+    x = torch.randn(1, channels, length, requires_grad=True)
+    was_training = model.training
+    model.eval()
+    out = model(x, torch.tensor([t]), torch.tensor([0]))
+    out[0, :, length // 2].pow(2).sum().backward()
+    model.train(was_training)
+    g = x.grad[0].abs().sum(0)
+    hit = (g > threshold * g.max()).nonzero().flatten()
+    return {"frames": length, "first": int(hit.min()), "last": int(hit.max()),
+            "span_fraction": (int(hit.max()) - int(hit.min()) + 1) / length}
 
 
 @torch.no_grad()

@@ -26,13 +26,17 @@ Why: with many input channels (129 STFT bins) and a narrower first level (64), t
 network cannot carry the noise of every bin through to its output; a direct v-prediction,
 v = (a_t x_t - x0) / s_t, needs exactly that noise, an x0 estimate does not.
 The v-loss on this output equals an x0-loss weighted by 1 / s_t^2 = 1 + SNR.
+
+``positions=True`` adds a learned map of a sinusoidal code of each position to the stem's
+output, so the network knows where in the window it is (issue 19's diagnosis of clips that
+come out as several separate bursts).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from .unet import UNetTrunk, _norm
+from .unet import UNetTrunk, _norm, timestep_embedding
 
 STEMS = ("conv", "patch", "strided")
 
@@ -44,7 +48,8 @@ class UNet1d(UNetTrunk):
                  blocks_per_level: int = 1, attention_levels: tuple[int, ...] = (2,),
                  dropout: float = 0.0, num_classes: int | None = None, stem: str = "conv",
                  patch: int = 1, stem_kernel: int = 128, stem_stride: int = 64,
-                 stem_channels: int = 64, v_from_x0: str | None = None, schedule_T: int = 1000):
+                 stem_channels: int = 64, v_from_x0: str | None = None, schedule_T: int = 1000,
+                 positions: bool = False):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; allowed: {', '.join(STEMS)}")
@@ -78,6 +83,13 @@ class UNet1d(UNetTrunk):
         if stem != "strided":  # start by predicting 0 (a strided stem's decoder follows the head)
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
+        if positions:  # recorded only when used, like v_from_x0
+            # Convolutions and attention are blind to *where* in the window they are (attention
+            # is permutation-equivariant; only the zero padding at the ends leaks a little). A
+            # sinusoidal code of each position, mapped by a learned linear layer and added to the
+            # stem's output, tells every later layer where it is: the clip's centre, its ends.
+            self.config["positions"] = True
+            self.pos_proj = nn.Linear(base, base)
 
     @property
     def length_factor(self) -> int:
@@ -111,7 +123,11 @@ class UNet1d(UNetTrunk):
         if x.shape[-1] % self.length_factor:
             raise ValueError(f"length {x.shape[-1]} must be a multiple of {self.length_factor} for this U-Net")
         emb = self.embed(torch.as_tensor(t, device=x.device), labels, x.shape[0])
-        out = self.lengthen(self.head(self._trunk(self.stem_conv(self.shorten(x)), emb)))
+        h = self.stem_conv(self.shorten(x))
+        if self.config.get("positions"):  # + W pe(i) at position i: [L', base] -> [1, base, L']
+            pe = timestep_embedding(torch.arange(h.shape[-1], device=h.device), self.config["base"])
+            h = h + self.pos_proj(pe).T[None].to(h.dtype)
+        out = self.lengthen(self.head(self._trunk(h, emb)))
         if self.config.get("v_from_x0"):  # out is x0_hat: return v = (a_t x_t - x0_hat) / s_t
             tt = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])
             a, s = self.sched_a[tt][:, None, None], self.sched_s[tt][:, None, None]
