@@ -54,7 +54,25 @@ def score(model, front_end: str, cfg, classifier, real, floor, n_per_digit: int,
     return out
 
 
-def diagnose(cfg, classifier, real, pool, n_per_digit: int, weights) -> dict:
+def score_weights(model, cfg, classifier, real, pool, labels, weights, name: str) -> dict:
+    """The model's DDIM samples at each guidance weight: the judge's report, bursts, placement."""
+    rows = {}
+    for w in weights:
+        waves, xs = generate(model, cfg.front_end, labels, steps=cfg.ddim_steps, guidance=w, seed=cfg.seed + 1,
+                             precision=train_config(cfg).precision, gl_iters=cfg.gl_iters, device=cfg.device)
+        c = energy_centre(waves)
+        r = rows[str(w)] = {
+            **{k: v for k, v in evaluate_audio(classifier, waves, labels, real, floor_pool=pool).items()
+               if k != "per_digit_accuracy"},
+            "energy_centre_mean_s": c.mean().item(), "energy_centre_sd_s": c.std().item(),
+            "logmag_fraction_at_floor": (xs <= -0.99).double().mean().item()}
+        print(f"{name}, w = {w}: accuracy {r['accuracy']:.1%}, FD {r['frechet']:.1f} "
+              f"(floor at N {r['frechet_floor_same_n']:.2f}), bursts {r['bursts']['mean']:.2f} "
+              f"(one {r['bursts']['one']:.0%}), centre {r['energy_centre_mean_s']:.3f} s", flush=True)
+    return rows
+
+
+def diagnose(cfg, classifier, real, pool, n_per_digit: int, weights, long_steps: int | None = None) -> dict:
     """Issue 19's measured tests of why samples come out as separate bursts: the data's burst
     count and placement, the logmag front end's silence floor, and the chapter's recipe
     trained with and without positional information, each model's reach (receptive field)
@@ -70,26 +88,21 @@ def diagnose(cfg, classifier, real, pool, n_per_digit: int, weights) -> dict:
     labels = torch.arange(10).repeat_interleave(n_per_digit)
     for name, positions in (("no positions (the chapter's U-Net)", False), ("positions", True)):
         model, info = load_or_train_audio(cfg, positions=positions)
-        row = {"train_seconds": round(info["seconds"], 1), "train_steps": info["steps"],
-               "receptive_field": receptive_field(model, fe.channels, FRAMES), "by_guidance": {}}
-        for w in weights:
-            waves, xs = generate(model, cfg.front_end, labels, steps=cfg.ddim_steps, guidance=w, seed=cfg.seed + 1,
-                                 precision=train_config(cfg).precision, gl_iters=cfg.gl_iters, device=cfg.device)
-            c = energy_centre(waves)
-            row["by_guidance"][str(w)] = {
-                **{k: v for k, v in evaluate_audio(classifier, waves, labels, real, floor_pool=pool).items()
-                   if k != "per_digit_accuracy"},
-                "energy_centre_mean_s": c.mean().item(), "energy_centre_sd_s": c.std().item(),
-                "logmag_fraction_at_floor": (xs <= -0.99).double().mean().item()}
-            r = row["by_guidance"][str(w)]
-            print(f"{name}, w = {w}: accuracy {r['accuracy']:.1%}, FD {r['frechet']:.1f} "
-                  f"(floor at N {r['frechet_floor_same_n']:.2f}), bursts {r['bursts']['mean']:.2f} "
-                  f"(one {r['bursts']['one']:.0%}), centre {r['energy_centre_mean_s']:.3f} s", flush=True)
-        out[name] = row
+        out[name] = {"train_seconds": round(info["seconds"], 1), "train_steps": info["steps"],
+                     "receptive_field": receptive_field(model, fe.channels, FRAMES),
+                     "by_guidance": score_weights(model, cfg, classifier, real, pool, labels, weights, name)}
+    if long_steps:  # guidance against training length: EMA snapshots of one longer run
+        keep = tuple(sorted({long_steps // 4, long_steps // 2, long_steps}))
+        model, info = load_or_train_audio(cfg, train_steps=long_steps, keep_ema_at=keep)
+        out[f"{long_steps} steps"] = {"train_seconds": round(info["seconds"], 1), "snapshots": {}}
+        for step in keep:
+            model.load_state_dict(info["ema_history"][step])
+            out[f"{long_steps} steps"]["snapshots"][str(step)] = score_weights(
+                model, cfg, classifier, real, pool, labels, weights, f"{long_steps}-step run at step {step}")
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
@@ -106,9 +119,12 @@ def main() -> None:
                    "guidance weights, bursts, placement")
     p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0],
                    help="guidance weights of --diagnose")
+    p.add_argument("--long-steps", type=int, default=None,
+                   help="--diagnose also trains the chapter's recipe this long and scores EMA snapshots at "
+                        "1/4, 1/2 and all of it")
     p.add_argument("--fresh", action="store_true", help="train in a temporary cache")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/audio_digits.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
     overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
@@ -152,7 +168,8 @@ def main() -> None:
             print(json.dumps(result["ancestral"]))
 
         if args.diagnose:
-            result["diagnosis"] = diagnose(cfg, classifier, real, train.audio, n_per_digit, args.weights)
+            result["diagnosis"] = diagnose(cfg, classifier, real, train.audio, n_per_digit, args.weights,
+                                           args.long_steps)
 
         if args.compare:
             table = {}

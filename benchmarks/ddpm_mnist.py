@@ -63,7 +63,7 @@ def train_student(cfg, minutes: float, keep: bool):
             os.environ[CACHE_ENV] = previous
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", help="profile of the student's model and of the judge")
     p.add_argument("--model", choices=MODELS, default="student",
@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--snapshots", action="store_true",
                    help="also score the EMA snapshots of the student's run (quality against minutes)")
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if not 10 <= args.n_samples <= N_TEST:
         p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
     if args.model == "reference" and (args.set or args.keep or args.snapshots):

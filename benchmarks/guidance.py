@@ -42,7 +42,7 @@ from diffusion_course.unet import count_parameters
 TARGET_W, TARGET_ACCURACY = 2.0, 0.95
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", help="profile of the judge and of the student's model")
     p.add_argument("--model", choices=MODELS, default="reference",
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--sample-batch", type=int, default=250)
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/guidance.json"))
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if not 10 <= args.n_samples <= N_TEST:
         p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
 

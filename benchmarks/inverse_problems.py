@@ -68,7 +68,7 @@ def tune(problems, methods, denoiser, dae, steps, n, seed) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", help="profile of the judge, the autoencoder and the student's model")
     p.add_argument("--model", choices=MODELS, default="reference")
@@ -82,7 +82,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="JSON path (default build/benchmarks/inverse_problems[_tune].json)")
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cfg = chapter_settings("12", args.profile, model=args.model, n_images=args.n_images, steps=args.steps,
                            seed=args.seed)
     out_path = args.out or Path(f"build/benchmarks/inverse_problems{'_tune' if args.tune else ''}.json")

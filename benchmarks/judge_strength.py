@@ -39,7 +39,7 @@ SAMPLE_KEYS = ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio", 
                "min_class_fraction")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", help="profile of the course's judge and of the student's model")
     p.add_argument("--model", choices=MODELS, default="reference",
@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/judge_strength.json"))
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if min(args.epochs) < 1:
         p.error(f"--epochs must be positive, got {args.epochs}")
     if not 10 <= args.n_samples <= N_TEST:

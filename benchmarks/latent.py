@@ -66,7 +66,7 @@ def summary(pixel: dict, latent: dict) -> dict:
                             "frechet_within_1.5x_of_pixel": fd_ratio <= 1.5}}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu")
     p.add_argument("--model", choices=MODELS, default="reference",
@@ -83,7 +83,7 @@ def main() -> None:
                         "e.g. kl_weight=0 (reconstruction, quality and time per image only)")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/latent.json"))
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if not 10 <= args.n_samples <= N_TEST:
         p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
     torch.set_num_threads(torch.get_num_threads())  # respect OMP_NUM_THREADS

@@ -50,7 +50,7 @@ def printable(study: dict) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", choices=("ci", "cpu", "gpu"), help="the study's budget and judge")
     p.add_argument("--parts", nargs="+", default=list(qc.PARTS), choices=qc.PARTS, metavar="PART",
@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of the starting noise")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/quality_vs_compute.json"))
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.n_eval is not None and not 10 <= args.n_eval <= N_TEST:
         p.error(f"--n-eval must lie in 10..{N_TEST} (the test split's size)")
     known = qc.t_variants(args.profile)

@@ -56,7 +56,7 @@ def summary(results: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", help="profile of the judge and of the student's model")
     p.add_argument("--model", choices=MODELS, default="reference",
@@ -72,7 +72,7 @@ def main() -> None:
                    help="starting-noise seeds per setting (--seed, --seed + 1, ...): FD mean and spread")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks/sampling_steps.json"))
     p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if not 10 <= args.n_samples <= N_TEST:
         p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
     if args.seeds < 1:

@@ -1,7 +1,8 @@
 """Every benchmark command runs end to end at toy size and writes sane JSON, so none of them
 rots between the long runs whose numbers the chapters quote. The numbers here mean nothing;
 the point is that the commands still work. The MNIST ones score with the `ci` judge and use
-a toy student model; one test scores the shipped reference."""
+a toy student model; one test scores the shipped reference, running the script as a command
+(the others call its ``main(argv)`` in this process)."""
 import importlib.util
 import json
 import os
@@ -11,21 +12,40 @@ import sys
 import pytest
 
 from conftest import REPO, seed_cache
+from diffusion_course import judge as judge_module
 from diffusion_course.mnist_ddpm import REFERENCE_RECIPES
 
 MNIST_TOY = ["--profile", "ci", "--model", "student", "--set", "n_train=300"]
 
 
-def run_benchmark(name, args, tmp_path, data_root, judge_cache=None):
-    """Run a benchmark in an empty cache (holding only the session's `ci` judge, when given)."""
+def load_benchmark(name):
+    """The command ``benchmarks/<name>.py`` as a module, so its ``main(argv)`` runs in this
+    process (a subprocess per test would import torch again and reload the judge: ~8 s each)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_benchmark(name, args, tmp_path, data_root, judge_cache=None, subprocess_run=False):
+    """Run a benchmark with ``args`` in an empty cache; with ``judge_cache`` (the session's
+    `ci` judge) that judge is the one ``load_judge`` returns. In this process by default;
+    ``subprocess_run`` runs the script as a command instead."""
     out = tmp_path / f"{name}.json"
+    env = {"COURSE_DATA_ROOT": str(data_root), "COURSE_CACHE": str(tmp_path / "cache"), "COURSE_DEVICE": "cpu"}
     if judge_cache is not None:
         seed_cache(tmp_path / "cache", judge_cache)
-    env = {**os.environ, "COURSE_DATA_ROOT": str(data_root), "COURSE_CACHE": str(tmp_path / "cache"),
-           "COURSE_DEVICE": "cpu"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args, "--out", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if subprocess_run:
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args, "--out", str(out)],
+                              cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.chdir(tmp_path)
+        mp.setattr(judge_module, "_JUDGES", {} if judge_cache is None else {"ci": judge_cache[1]})
+        load_benchmark(name).main([*args, "--out", str(out)])
     return json.loads(out.read_text())
 
 
@@ -58,7 +78,7 @@ def test_ddpm_mnist(tmp_path, real_data_root, ci_judge_cache):
 def test_ddpm_mnist_scores_the_reference(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("ddpm_mnist", ["--profile", "ci", "--model", "reference", "--n-samples", "40",
                                           "--sample-steps", "4", "--sample-batch", "16"],
-                           tmp_path, real_data_root, ci_judge_cache)
+                           tmp_path, real_data_root, ci_judge_cache, subprocess_run=True)  # as a command
     assert result["model"] == "reference" and not result["trained_now"] and result["train_complete"]
     assert result["train_steps_done"] == REFERENCE_RECIPES["mnist-ddpm"]["overrides"]["train_steps"]
     assert result["train_command"] == "python -m diffusion_course.reference mnist-ddpm"
@@ -156,13 +176,9 @@ def test_audio_digits(tmp_path, fsdd_root):
                                           (["--n-samples", "10001"], "--n-samples must lie in 10..10000"),
                                           (["--judge-n-train", "50"], "--judge-n-train must lie in"),
                                           (["--model", "teacher"], "invalid choice")])
-def test_judge_strength_rejects_bad_arguments(monkeypatch, capsys, bad, message):
-    spec = importlib.util.spec_from_file_location("judge_strength", REPO / "benchmarks" / "judge_strength.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)          # in this process: no second torch import per case
-    monkeypatch.setattr(sys, "argv", ["judge_strength.py", *bad])
+def test_judge_strength_rejects_bad_arguments(capsys, bad, message):
     with pytest.raises(SystemExit) as stopped:
-        benchmark.main()
+        load_benchmark("judge_strength").main(bad)
     assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
