@@ -164,10 +164,10 @@ def training_seconds_per_step(cfg: Settings, widths, progress: bool = True) -> d
         images = training_images(cfg05.n_train)[0][:4096]
         cost = {}
         for w in widths:
-            recipe = variant_config(study_settings(cfg, base_width=w), *REFERENCE_VARIANT)
-            make = lambda: make_unet(study_settings(cfg, base_width=w))  # noqa: E731
-            train(make(), images, replace(recipe, steps=2, warmup=1), progress=False, device=cfg05.device)
-            state = train(make(), images, replace(recipe, steps=timed_steps, warmup=1), progress=False,
+            cfg_w = study_settings(cfg, base_width=w)
+            recipe = variant_config(cfg_w, *REFERENCE_VARIANT)
+            train(make_unet(cfg_w), images, replace(recipe, steps=2, warmup=1), progress=False, device=cfg05.device)
+            state = train(make_unet(cfg_w), images, replace(recipe, steps=timed_steps, warmup=1), progress=False,
                           device=cfg05.device)
             cost[w] = {"seconds_per_step": state.seconds / timed_steps}
             if progress:
@@ -267,11 +267,11 @@ def gan_study(cfg: Settings, judge, progress: bool = True) -> dict:
     diffusion, info = train_variant(cfg, *REFERENCE_VARIANT, progress=progress)
     cfg05 = info["settings"]
     budget = info["seconds"]
+    train_x = training_images(cfg05.n_train)[0]          # the GAN's data and the neighbours' reference
     G = DCGANGenerator(**GAN_SIZE)
     G, gan_info = load_or_train_gan(f"ch13-dcgan-{round(budget)}s", G, DCGANDiscriminator(GAN_SIZE["width"]),
-                                    lambda: training_images(cfg05.n_train)[0], budget, GAN_RECIPE,
+                                    lambda: train_x, budget, GAN_RECIPE,
                                     seed=cfg05.seed, progress=progress, device=cfg.device)
-    train_x = training_images(cfg05.n_train)[0]
     real_nn = nearest_neighbour_distances(judge.test_x[:cfg.n_eval], train_x)
     gen = torch.Generator().manual_seed(cfg.seed)
     gan_x = G.sample(cfg.n_eval, generator=gen)
