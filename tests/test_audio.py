@@ -83,6 +83,24 @@ def test_griffin_lim_reduces_spectral_error():
 def test_player_grid_embeds_wavs():
     html = audio.player_grid([[np.zeros(80), np.ones(80) * 0.1]], ["zero"], ["a", "b"]).data
     assert html.count("<audio") == 2 and "data:audio/wav;base64," in html and "<th>zero</th>" in html
+    assert "data-file" not in html                          # unnamed: nothing for the runner to write
+
+
+def test_named_player_grid_round_trips_its_wavs():
+    from diffusion_course.report import named_clips
+
+    clips = [[np.zeros(1024), np.full(1024, 0.5)], [np.full(1024, -0.5), np.zeros(1024)]]
+    html = audio.player_grid(clips, ["digit 0", "digit 1"], ["real", "student 1"], name="grid").data
+    files = named_clips(html)
+    assert sorted(files) == ["grid/digit-0_real.wav", "grid/digit-0_student-1.wav",
+                             "grid/digit-1_real.wav", "grid/digit-1_student-1.wav"]
+    assert files["grid/digit-0_student-1.wav"] == audio.wav_bytes(clips[0][1])
+    with_specs = audio.player_grid(clips, ["digit 0", "digit 1"], ["real", "student 1"], spectrograms=True).data
+    assert with_specs.count("<audio") == with_specs.count('<img alt="spectrogram') == 4
+    assert audio.spectrogram_png(np.zeros(1024))[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad in ("../up.wav", "/abs.wav", "grid/.hidden.wav", "a b.wav", "clip.mp3"):
+        with pytest.raises(ValueError, match="must be a relative path"):
+            audio.audio_player_html(np.zeros(8), file=bad)
 
 
 def test_angle_schedule_v_conversions_round_trip():
@@ -226,15 +244,17 @@ def test_burst_summary_energy_centre_and_the_floor_at_the_same_n():
 
 
 def test_the_floor_at_the_same_n_shrinks_as_n_grows():
-    """An FD from fewer clips is larger: the floor is drawn at the N of the samples scored."""
-    from diffusion_course.audio_diffusion import DigitClassifier, evaluate_audio
+    """An FD from fewer clips is larger: the judge draws its floor at the N of the clips scored,
+    once per N."""
+    from diffusion_course.audio_diffusion import AudioJudge, DigitClassifier
 
     torch.manual_seed(0)
-    clf = DigitClassifier().eval()
     g = torch.Generator().manual_seed(1)
     pool, real = torch.randn(400, 2048, generator=g) * 0.3, torch.randn(200, 2048, generator=g) * 0.3
-    small, large = (evaluate_audio(clf, pool[:n], torch.zeros(n, dtype=torch.long), real, floor_pool=pool)
-                    for n in (40, 200))
-    assert small["frechet_floor_same_n"] > large["frechet_floor_same_n"] > 0
-    assert small["frechet_ratio_same_n"] == pytest.approx(small["frechet"] / small["frechet_floor_same_n"])
+    judge = AudioJudge(DigitClassifier(), real, pool)
+    small, large = (judge.evaluate(pool[:n], torch.zeros(n, dtype=torch.long)) for n in (40, 200))
+    assert small["frechet_floor"] > large["frechet_floor"] > 0 and small["floor_n"] == 40
+    assert small["frechet_ratio"] == pytest.approx(small["frechet"] / small["frechet_floor"])
+    assert judge.floor(40) is judge.floor(40)                   # computed once
+    assert small["accuracy"] == pytest.approx(small["per_digit_accuracy"][0]) and len(small["per_digit_accuracy"]) == 1
     assert set(small["bursts"]) >= {"mean", "one", "two", "three_or_more"}

@@ -165,10 +165,18 @@ def test_latent(tmp_path, real_data_root, ci_judge_cache):
 def test_audio_digits(tmp_path, fsdd_root):
     result = run_benchmark("audio_digits", ["--profile", "ci", "--n-per-digit", "1",
                                             "--ancestral-per-digit", "1"], tmp_path, fsdd_root)
-    assert result["model"]["train_complete"]
-    for sampler in ("ddim", "ancestral"):
-        assert result[sampler]["n_samples"] == 10 and 0 <= result[sampler]["accuracy"] <= 1
-        assert result[sampler]["frechet"] >= 0 and result[sampler]["frechet_floor"] > 0
+    assert result["real"]["bursts"]["one"] > 0.9                    # real digits: one voiced burst
+    for name in ("reference", "student"):
+        row = result[name]
+        assert row["model"]["source"] == name and row["model"]["train_complete"]
+        for sampler in ("ddim", "ancestral"):
+            r = row[sampler]
+            assert r["n_samples"] == 10 and 0 <= r["accuracy"] <= 1 and r["floor_n"] == 10
+            assert r["frechet_ratio"] == pytest.approx(r["frechet"] / r["frechet_floor"])
+            assert r["sampler"]["guidance"] == row["model"]["guidance"] and r["bursts"]["mean"] >= 0
+        assert set(row["targets"]) >= {"accuracy", "frechet_ratio"}
+    assert not result["reference"]["model"]["trained_now"] and result["reference"]["model"]["train_steps_done"] >= 1000
+    assert "burst_gap" in result["reference"]["targets"] and "train_minutes" in result["student"]["targets"]
 
 
 @pytest.mark.parametrize("bad, message", [(["--epochs", "0"], "--epochs must be positive"),

@@ -96,3 +96,43 @@ def test_an_altered_or_foreign_file_is_refused(tmp_path, monkeypatch):
                        mnist_ddpm.data_spec(cfg.n_train), path)
     with pytest.raises(ReferenceError, match="missing"):
         read_reference("mnist-ddpm", tmp_path / "nothing.pt")
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 11's spoken-digit reference
+# ---------------------------------------------------------------------------------------
+def test_shipped_audio_reference_matches_its_pin_and_recipe():
+    from diffusion_course import audio_diffusion as ad
+
+    name = "fsdd-logmag"
+    path = reference_path(name)
+    assert path.exists(), f"{path} is missing: train it with `python -m diffusion_course.reference {name}`"
+    assert path.stat().st_size <= 6_000_000 and reference.sha256sum(path) == reference.SHA256[name]
+    blob = read_reference(name)
+    recipe, cfg = ad.REFERENCE_RECIPES[name], ad.reference_settings(name)
+    assert blob["train_config"] == asdict(ad.train_config(cfg)) and blob["data"] == ad.data_spec("logmag")
+    assert blob["settings"]["train_steps"] == recipe["overrides"]["train_steps"] == blob["train_steps"]
+    assert blob["model_config"].get("positions", False) is recipe["positions"]
+    assert blob["command"] == f"python -m diffusion_course.reference {name}"
+    assert "fsdd-logmag" in reference.trainers() and "mnist-ddpm" in reference.trainers()
+
+
+def test_load_audio_model_gives_the_reference_offline(monkeypatch):
+    from diffusion_course.audio_diffusion import REFERENCE_RECIPES, load_audio_model, make_model, reference_settings
+
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    monkeypatch.setenv("COURSE_DATA_ROOT", "/nonexistent")     # no data needed to load it
+    model, info = load_audio_model("ci", "reference")
+    recipe = REFERENCE_RECIPES["fsdd-logmag"]
+    assert model.config == make_model(reference_settings(), positions=recipe["positions"]).config
+    assert info["source"] == "reference" and info["guidance"] == recipe["guidance"] and not model.training
+    again, _ = load_audio_model("cpu", "reference")            # one file, whatever the profile
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    x = torch.randn(2, 129, 128)
+    with torch.no_grad():
+        out = model(x, torch.tensor([10, 900]), torch.tensor([3, 10]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="allowed: reference, student"):
+        load_audio_model("ci", "mine")
+    with pytest.raises(ValueError, match="apply to model='student' only"):
+        load_audio_model("ci", "reference", train_steps=10)

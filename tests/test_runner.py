@@ -148,3 +148,44 @@ def test_two_jobs_share_a_model_trained_once(tmp_path, real_data_root, ci_judge_
 def test_jobs_must_be_positive(tmp_path, capsys):
     code, _, err = run_here(capsys, "01", "--jobs", "0", build=tmp_path)
     assert code == 2 and "--jobs must be at least 1" in err
+
+
+def _executed_with_players(folder, *grids):
+    """A minimal executed notebook whose outputs are player grids (``audio.player_grid``)."""
+    import nbformat
+    import numpy as np
+
+    from diffusion_course import audio
+
+    nb = nbformat.v4.new_notebook()
+    for name in grids:
+        html = audio.player_grid([[np.zeros(400), np.full(400, 0.25)]], ["digit 3"], ["real", "reference 1"],
+                                 name=name).data
+        cell = nbformat.v4.new_code_cell("grid")
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": html, "text/plain": "grid"})]
+        nb.cells.append(cell)
+    folder.mkdir(parents=True)
+    path = folder / "11_audio.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_named_players_become_wav_files(tmp_path):
+    import wave
+
+    executed = _executed_with_players(tmp_path / ".scratch", "listening")
+    summary = runner.publish_chapter(executed, tmp_path, "ci", {"PROFILE": "ci"}, 1.0)
+    assert summary["audio"] == ["listening/digit-3_real.wav", "listening/digit-3_reference-1.wav"]
+    with wave.open(str(tmp_path / "audio" / "11_audio" / "listening" / "digit-3_reference-1.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (8000, 1, 400)
+        assert np_frames(w.readframes(400)) == [round(0.25 * 32767)] * 400
+    # a clip name used twice is an error, not a silent overwrite
+    executed = _executed_with_players(tmp_path / ".scratch2", "listening", "listening")
+    with pytest.raises(runner.ChapterFailed, match="two clips are named listening/digit-3_real.wav"):
+        runner.publish_chapter(executed, tmp_path, "ci", {"PROFILE": "ci"}, 1.0)
+
+
+def np_frames(raw: bytes) -> list[int]:
+    import numpy as np
+
+    return np.frombuffer(raw, dtype="<i2").tolist()

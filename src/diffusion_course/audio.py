@@ -14,11 +14,14 @@ import base64
 import html
 import io
 import math
+import re
 import wave
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .report import WAV_NAME
 
 N_FFT, HOP = 256, 64
 
@@ -226,10 +229,17 @@ def plot_spectrogram(ax, spec, sample_rate: int = 8000, hop: int = HOP, title: s
     return im
 
 
-def audio_player_html(x, sample_rate: int = 8000) -> str:
-    """An HTML <audio> element with the clip embedded as a base64 WAV."""
+def audio_player_html(x, sample_rate: int = 8000, file: str | None = None) -> str:
+    """An HTML <audio> element with the clip embedded as a base64 WAV. ``file`` (a relative
+    path ending in .wav) names it for the runner, which writes every named clip of a chapter
+    to ``build/audio/<chapter>/<file>``."""
     data = base64.b64encode(wav_bytes(x, sample_rate)).decode("ascii")
-    return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
+    if file is None:
+        return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
+    if not WAV_NAME.match(file):  # the names the runner accepts when it writes them out
+        raise ValueError(f"clip file name {file!r} must be a relative path of letters, digits, "
+                         f"'_', '.', '-' ending in .wav")
+    return f'<audio controls preload="none" data-file="{file}" src="data:audio/wav;base64,{data}"></audio>'
 
 
 def player(x, sample_rate: int = 8000):
@@ -240,14 +250,45 @@ def player(x, sample_rate: int = 8000):
     return Audio(np.clip(x, -1, 1), rate=sample_rate, normalize=False)
 
 
-def player_grid(clips, row_labels, col_labels=None, sample_rate: int = 8000):
-    """An ``IPython.display.HTML`` table of players: ``clips`` [rows, cols, samples]."""
+def spectrogram_png(x, sample_rate: int = 8000, size=(1.9, 0.9), vmin: float = -60, vmax: float = 35) -> bytes:
+    """A small PNG of a clip's spectrogram (dB, 0-4 kHz up, no axes) to sit under its player."""
+    from matplotlib.figure import Figure  # not pyplot: no figure manager, nothing to close
+
+    x = (x.detach().cpu() if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))).float()
+    db = 20 * torch.log10(magnitude(x).clamp_min(1e-5))
+    fig = Figure(figsize=size, dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax)
+    ax.set_axis_off()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _slug(label) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(label)).strip("-").lower() or "x"
+
+
+def player_grid(clips, row_labels, col_labels=None, sample_rate: int = 8000, name: str | None = None,
+                spectrograms: bool = False):
+    """An ``IPython.display.HTML`` table of players: ``clips`` [rows, cols, samples]. With
+    ``name``, every clip is named ``<name>/<row>_<col>.wav`` (labels made file-safe) and the
+    runner writes the grid's WAV files under ``build/audio/<chapter>/``; ``spectrograms``
+    puts each clip's spectrogram (dB, 0-4 kHz) under its player."""
     from IPython.display import HTML
 
     rows = []
     col_labels = col_labels or [""] * len(clips[0])
     head = "<tr><th></th>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in col_labels) + "</tr>"
     for label, row in zip(row_labels, clips):
-        cells = "".join(f"<td>{audio_player_html(c, sample_rate)}</td>" for c in row)
-        rows.append(f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>")
+        cells = []
+        for j, (clip, col) in enumerate(zip(row, col_labels)):
+            file = None if name is None else f"{name}/{_slug(label)}_{_slug(col or j)}.wav"
+            cell = audio_player_html(clip, sample_rate, file)
+            if spectrograms:
+                png = base64.b64encode(spectrogram_png(clip, sample_rate)).decode("ascii")
+                cell += (f'<br><img alt="spectrogram: {html.escape(str(label))}, {html.escape(str(col))}" '
+                         f'src="data:image/png;base64,{png}">')
+            cells.append(f"<td>{cell}</td>")
+        rows.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(cells)}</tr>")
     return HTML(f"<table>{head}{''.join(rows)}</table>")

@@ -196,7 +196,7 @@ def judge_real(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor, confide
 
 
 def frechet_floor(classifier: MNISTClassifier, pool: torch.Tensor, real_features: torch.Tensor,
-                  n: int, draws: int = 10, seed: int = 0) -> dict:
+                  n: int, draws: int = 10, seed: int = 0, classify_fn=None) -> dict:
     """The real-vs-real floor: the FD a *perfect* generator would score with ``n`` samples.
 
     A perfect generator draws from its training data, so the floor is the FD of ``n`` images
@@ -208,6 +208,8 @@ def frechet_floor(classifier: MNISTClassifier, pool: torch.Tensor, real_features
 
     Returns frechet_floor (the mean), frechet_floor_sd (spread of one draw), floor_draws and
     floor_n; ``evaluate_samples(..., floor=...)`` reuses it for every set of ``n`` samples.
+    ``classify_fn(classifier, x)`` -> (features, ...): another judge's (default: ``classify``,
+    MNIST; chapter 11's spoken-digit judge passes its own).
     """
     if not 1 <= n <= len(pool):
         raise ValueError(f"the floor draws n = {n} real images from a pool of {len(pool)}; "
@@ -217,7 +219,7 @@ def frechet_floor(classifier: MNISTClassifier, pool: torch.Tensor, real_features
     g = torch.Generator().manual_seed(seed)
     picks = [torch.randperm(len(pool), generator=g)[:n] for _ in range(draws)]
     used = torch.cat(picks).unique()  # sorted; classify each image once, however many draws share it
-    feats = classify(classifier, pool[used.to(pool.device)])[0]
+    feats = (classify_fn or classify)(classifier, pool[used.to(pool.device)])[0]
     fds = np.array([frechet_from_features(feats[torch.searchsorted(used, p).to(feats.device)],
                                           real_features) for p in picks])
     return {"frechet_floor": float(fds.mean()),

@@ -15,7 +15,6 @@ sees the model chapter 05 trained. The class-conditional twin of chapter 09 come
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import torch
 
@@ -104,6 +103,12 @@ def reference_settings(name: str) -> Settings:
     """The chapter-05 settings of a reference model (runner overrides never apply to it)."""
     recipe = REFERENCE_RECIPES[name]
     return chapter_settings("05", recipe["profile"], runner_overrides=False, **recipe["overrides"])
+
+
+def train_reference(name: str, progress: bool = True):
+    """(EMA model, info) of a reference recipe, trained now if not cached (resumable): what
+    ``python -m diffusion_course.reference mnist-ddpm`` runs before it writes the file."""
+    return train_mnist_model(reference_settings(name), REFERENCE_RECIPES[name]["conditional"], progress)
 
 
 def load_mnist_model(profile: str = "auto", model: str = "reference", conditional: bool = False,

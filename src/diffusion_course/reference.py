@@ -6,6 +6,7 @@ Train one and write its file (then paste the printed sha256 into ``SHA256`` belo
 
     python -m diffusion_course.reference mnist-ddpm      # chapters 05-10's reference
     python -m diffusion_course.reference mnist-cond      # chapter 09's class-conditional twin
+    python -m diffusion_course.reference fsdd-logmag     # chapter 11's spoken digits
 
 Training goes through ``training.load_or_train`` (the course cache, resumable: run the same
 command again after an interruption). Run it on an otherwise idle machine.
@@ -30,6 +31,7 @@ ASSETS = "assets"  # folder inside the package
 SHA256 = {
     "mnist-ddpm": "3833644f32367ee7cc2ab8be9fcffba75625495a5b3cf7295cc0dbeeac2e5311",
     "mnist-cond": "2cf0f4b9be9a40400e5967a340506455f81c8874c3da0843c42aa5dedb73a5bc",
+    "fsdd-logmag": "ee3f94108594f2dc21d49b668d94c761e6678911f755dc21657c684c739cc786",
 }
 
 
@@ -38,8 +40,8 @@ class ReferenceError(RuntimeError):
 
 
 def reference_path(name: str) -> Path:
-    if name not in SHA256:
-        raise ValueError(f"unknown reference model {name!r}; known: {', '.join(SHA256)}")
+    if name not in SHA256 and name not in trainers():   # a new recipe is written before it is pinned
+        raise ValueError(f"unknown reference model {name!r}; known: {', '.join(sorted(trainers()))}")
     return Path(str(resources.files(__package__) / ASSETS / f"{name}.pt"))
 
 
@@ -116,22 +118,28 @@ def load_reference(name: str, model: torch.nn.Module, tcfg: TrainConfig, data: d
     return model.eval(), info
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import mnist_ddpm
+def trainers() -> dict:
+    """Every reference name -> the function that trains it: (EMA model, ``load_or_train`` info
+    with ``train_config`` and ``settings``). Each recipe lives beside its model."""
+    from . import audio_diffusion, mnist_ddpm
 
+    return {**{name: mnist_ddpm.train_reference for name in mnist_ddpm.REFERENCE_RECIPES},
+            **{name: audio_diffusion.train_reference for name in audio_diffusion.REFERENCE_RECIPES}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    train_by_name = trainers()
     parser = argparse.ArgumentParser(prog="python -m diffusion_course.reference",
                                      description="Train a reference model and write its package file.")
-    parser.add_argument("name", choices=sorted(mnist_ddpm.REFERENCE_RECIPES))
+    parser.add_argument("name", choices=sorted(train_by_name))
     parser.add_argument("--out", type=Path, default=None, help="file to write (default: the package's)")
     args = parser.parse_args(argv)
-    recipe = mnist_ddpm.REFERENCE_RECIPES[args.name]
-    cfg = mnist_ddpm.reference_settings(args.name)
-    print(f"training reference {args.name}: {cfg}")
-    ema, info = mnist_ddpm.train_mnist_model(cfg, recipe["conditional"])
+    print(f"training reference {args.name}")
+    ema, info = train_by_name[args.name](args.name)
     if not info["complete"]:
         print("training stopped early; run the command again to resume", file=sys.stderr)
         return 1
-    settings = {k: v for k, v in cfg.as_dict().items() if k != "device"}
+    settings = {k: v for k, v in info["settings"].items() if k != "device"}
     path = export_reference(args.name, ema.cpu(), info["train_config"], info, settings,
                             f"python -m diffusion_course.reference {args.name}", args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), {info['steps']} steps in "

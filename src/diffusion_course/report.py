@@ -2,8 +2,9 @@
 
 ``show(fig, "name")`` displays a figure as a PNG whose output carries its file name;
 ``record(key=value, ...)`` displays the numbers a chapter measured under a dedicated MIME
-type. The runner reads both back out of the executed notebook into ``build/figures/`` and
-``build/metrics/``, so notebooks never write files themselves and work unchanged in
+type; players made with a file name (``audio.player_grid(..., name=...)``) carry it in
+their HTML. The runner reads all three back out of the executed notebook into
+``build/figures/``, ``build/metrics/`` and ``build/audio/``, so notebooks never write files themselves and work unchanged in
 JupyterLab and Colab.
 """
 from __future__ import annotations
@@ -16,6 +17,9 @@ import re
 
 METRICS_MIME = "application/vnd.diffusion-course.metrics+json"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A clip's file name inside build/audio/<chapter>/: folders and a name that never start with a dot
+WAV_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*\.wav$")
+_NAMED_PLAYER = re.compile(r'<audio [^>]*data-file="([^"]+)" src="data:audio/wav;base64,([A-Za-z0-9+/=]+)"')
 
 
 def machine_info(device) -> dict:
@@ -64,6 +68,17 @@ def show(fig, name: str) -> None:
     png = base64.b64encode(buf.getvalue()).decode("ascii")
     display({"image/png": png, "text/plain": f"<figure {name}>"}, raw=True,
             metadata={"image/png": {"filename": f"{name}.png"}})
+
+
+def named_clips(html_text: str) -> dict[str, bytes]:
+    """The WAV files that ``audio.audio_player_html(..., file=...)`` embedded in some HTML,
+    {file: bytes}: how the runner writes a chapter's players to ``build/audio/<chapter>/``."""
+    clips = {}
+    for m in _NAMED_PLAYER.finditer(html_text):
+        if not WAV_NAME.match(m.group(1)):
+            raise ValueError(f"clip file name {m.group(1)!r} is not allowed")
+        clips[m.group(1)] = base64.b64decode(m.group(2))
+    return clips
 
 
 def _plain(value):

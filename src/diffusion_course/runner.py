@@ -14,6 +14,7 @@ For each chapter it writes
     build/executed/<chapter>.ipynb     the executed notebook
     build/figures/<chapter>/*.png      every figure the notebook displayed
     build/metrics/<chapter>.json       the numbers it recorded, the parameters, the wall time
+    build/audio/<chapter>/**.wav       every clip it played in a named grid (chapter 11)
 and prints a table of status and wall time per chapter. Each chapter first runs into a
 scratch folder that is moved into place only on success; a failed chapter leaves
 ``build/failed/<chapter>.ipynb`` (for debugging) and none of the files above.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from .editions import write_student_edition
 from .paths import build_dir, checkout_root
-from .report import METRICS_MIME
+from .report import METRICS_MIME, named_clips
 from .settings import OVERRIDES_ENV, PROFILES, resolve_profile
 
 REPO_ROOT = checkout_root() or Path.cwd()   # the chapters run from a checkout
@@ -136,18 +137,28 @@ def scope_parameters(pairs: list[tuple[str, str]], chapters: list[Path]) -> dict
     return scoped
 
 
-def collect_outputs(executed: Path, figures_dir: Path) -> tuple[dict, list[str]]:
-    """Pull PNG figures and recorded metrics out of an executed notebook."""
+def collect_outputs(executed: Path, figures_dir: Path, audio_dir: Path | None = None
+                    ) -> tuple[dict, list[str]]:
+    """Pull PNG figures, recorded metrics and (into ``audio_dir``) named clips out of an
+    executed notebook."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    metrics, names = {}, []
+    metrics, names, clips = {}, [], set()
     figures_dir.mkdir(parents=True, exist_ok=True)
     for index, cell in enumerate(nb.cells):
         for k, out in enumerate(cell.get("outputs", [])):
             data = out.get("data", {})
             if METRICS_MIME in data:
                 metrics.update(data[METRICS_MIME])
+            if audio_dir is not None and "text/html" in data:
+                html = data["text/html"]
+                for file, wav in named_clips("".join(html) if isinstance(html, list) else html).items():
+                    if file in clips:
+                        raise ChapterFailed(f"{executed.stem}: two clips are named {file}")
+                    clips.add(file)
+                    (audio_dir / file).parent.mkdir(parents=True, exist_ok=True)
+                    (audio_dir / file).write_bytes(wav)
             if "image/png" in data:
                 meta = out.get("metadata", {}).get("image/png", {})
                 name = meta.get("filename") or f"cell{index:03d}_{k}.png"
@@ -199,7 +210,8 @@ def build_paths(build: Path, chapter: str) -> dict[str, Path]:
     """Where a chapter's executed notebook, figures and metrics go under ``build``."""
     return {"executed": build / "executed" / f"{chapter}.ipynb",
             "figures": build / "figures" / chapter,
-            "metrics": build / "metrics" / f"{chapter}.json"}
+            "metrics": build / "metrics" / f"{chapter}.json",
+            "audio": build / "audio" / chapter}
 
 
 def publish_chapter(executed: Path, build: Path, profile: str, params: dict, wall: float) -> dict:
@@ -207,9 +219,10 @@ def publish_chapter(executed: Path, build: Path, profile: str, params: dict, wal
     with the figures and metrics collected from it; replaces the chapter's old files."""
     chapter, scratch = executed.stem, executed.parent
     final = build_paths(build, chapter)
-    metrics, figures = collect_outputs(executed, scratch / "figures")
+    metrics, figures = collect_outputs(executed, scratch / "figures", scratch / "audio")
+    clips = sorted(str(f.relative_to(scratch / "audio")) for f in (scratch / "audio").rglob("*.wav"))
     summary = {"chapter": chapter, "profile": profile, "parameters": params,
-               "wall_time_s": round(wall, 2), "figures": figures, "metrics": metrics}
+               "wall_time_s": round(wall, 2), "figures": figures, "audio": clips, "metrics": metrics}
     (scratch / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     # Everything exists: swap it into place.
     remove_paths(*final.values(), build / "failed" / f"{chapter}.ipynb")
@@ -217,6 +230,8 @@ def publish_chapter(executed: Path, build: Path, profile: str, params: dict, wal
         path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch / "figures", final["figures"])
     os.replace(scratch / "metrics.json", final["metrics"])
+    if (scratch / "audio").exists():
+        os.replace(scratch / "audio", final["audio"])
     os.replace(executed, final["executed"])  # last: its presence marks a complete run
     return summary
 

@@ -194,7 +194,7 @@ class Settings(Mapping):
 MODELS = ("reference", "student")  # values of the MODEL knob of chapters 06-10 (mnist_ddpm)
 MODEL_HELP = ("the chapter-05 model used: the reference shipped with the course, or the "
               "student's own (chapter 05's settings for the profile)")
-MODEL_KNOB = Knob("reference", "reference", "reference", MODEL_HELP, choices=MODELS)  # chapters 06-08, 12
+MODEL_KNOB = Knob("reference", "reference", "reference", MODEL_HELP, choices=MODELS)  # chapters 06-08, 12, 13
 
 # The knobs of every chapter, in one table so instructors can see them all. Notebook
 # parameters are the upper-case names (N_DRAWS sets n_draws); matching ignores case.
@@ -347,6 +347,9 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
     },
     "11": {
         "seed": Knob(0, 0, 0, "random seed for every draw in the chapter", min=0),
+        "model": Knob("reference", "reference", "reference", "the model sections 7-9 sample and judge: "
+                      "'reference' (shipped with the course, trained 10,000 steps) or 'student' (the "
+                      "chapter's own training); the listening grid always plays both", choices=MODELS),
         "front_end": Knob("logmag", "logmag", "logmag", "what the chapter's U-Net sees: the waveform "
                           "in patches of 64, an STFT (real, imaginary), the waveform through a learned "
                           "strided conv, or a log-magnitude STFT (phase by Griffin-Lim)",
@@ -361,8 +364,8 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "min_snr_gamma": Knob(5.0, 5.0, 5.0, "min-SNR loss weighting gamma (0: plain MSE)", min=0.0),
         "precision": Knob("auto", "auto", "auto", "forward pass in bfloat16 or float32 ('auto': "
                           "bf16 where the hardware has fast bf16 maths)", choices=("auto", *PRECISIONS)),
-        "guidance": Knob(3.0, 3.0, 3.0, "classifier-free guidance weight w (1: plain conditional)",
-                         min=0.0),
+        "guidance": Knob(1.5, 1.5, 1.5, "classifier-free guidance weight w of the student model (1: "
+                         "plain conditional; the reference samples at its own measured w)", min=0.0),
         "ddim_steps": Knob(10, 50, 50, "steps of the deterministic DDIM sampler (eta = 0)", min=1, max=1000),
         "ancestral_steps": Knob(20, 200, 200, "steps of the stochastic ancestral sampler (eta = 1)",
                                 min=1, max=1000),
