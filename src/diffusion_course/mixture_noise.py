@@ -42,10 +42,10 @@ deviation) and draws x_T and the per-step noise z from the mixture as well, a he
 that its experiments support rather than a derived reverse process; ``sample_with_noise``
 offers both choices.
 
-Training. ``training.train`` draws its noise inside ``objectives.diffusion_loss`` with
-``torch.randn``, so it cannot be swapped from outside; ``noise_diffusion_loss`` and
-``train_toy`` are the same loss and loop with the noise law as an argument (with
-``noise="gaussian"`` they reproduce ``training.train`` number for number).
+Training and sampling. ``objectives.diffusion_loss``, ``training.train`` and
+``sampling.sample`` take the noise law as ``noise`` (``noise_fn``); ``noise_diffusion_loss``,
+``train_toy`` and ``sample_with_noise`` call them with it (with ``noise="gaussian"`` they are
+the course's loss, loop and sampler number for number).
 """
 from __future__ import annotations
 
@@ -55,10 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .objectives import _check as _check_kind
-from .objectives import loss_weight, target
+from .objectives import diffusion_loss
+from .sampling import sample
 from .schedules import NoiseSchedule
-from .training import TrainConfig, TrainState, ema_decay_at, ema_update, lr_at, new_state
+from .training import TrainConfig, TrainState, train
 
 NOISES = ("gaussian", "mixture")
 
@@ -323,81 +323,48 @@ def _check_t(schedule: NoiseSchedule, t: int) -> None:
 # ---------------------------------------------------------------------------------------
 # Training and sampling with either noise, at the same budget
 # ---------------------------------------------------------------------------------------
+def noise_fn(noise: str = "mixture", p: float = 0.5, phi: float = 0.5):
+    """The law of the noise as a callable ``(shape, generator) -> tensor``: what
+    ``objectives.diffusion_loss``, ``training.train`` and ``sampling.sample`` take as ``noise``."""
+    if noise not in NOISES:
+        raise ValueError(f"unknown noise {noise!r}; allowed: {', '.join(NOISES)}")
+    if noise == "mixture":
+        check_mixture(p, phi)
+    return lambda shape, generator=None: draw_noise(shape, noise, p, phi, generator)
+
+
 def noise_diffusion_loss(model, x0: torch.Tensor, schedule: NoiseSchedule, noise: str = "mixture",
                          p: float = 0.5, phi: float = 0.5, kind: str = "eps",
                          min_snr_gamma: float | None = None,
                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """``objectives.diffusion_loss`` with the noise law as an argument: t ~ U{1..T},
-    eps from ``draw_noise``, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
-    loss = mean || net(x_t, t) - target ||^2 (min-SNR weighted if asked). With
-    ``noise="gaussian"`` it draws the same numbers as ``diffusion_loss`` and equals it."""
-    _check_kind(kind)
-    b = x0.shape[0]
-    t = torch.randint(1, schedule.T + 1, (b,), generator=generator).to(x0.device)
-    eps = draw_noise(x0.shape, noise, p, phi, generator).to(x0.device)
-    ab = schedule.alpha_bars.to(x0.device)[t].float()
-    a = ab.sqrt().reshape(-1, *[1] * (x0.dim() - 1))
-    s = (1 - ab).sqrt().reshape(-1, *[1] * (x0.dim() - 1))
-    out = model(a * x0 + s * eps, t)
-    per_example = (out - target(kind, x0, eps, a, s)).pow(2).flatten(1).mean(1)
-    return (loss_weight(kind, ab / (1 - ab), min_snr_gamma) * per_example).mean()
+    """``objectives.diffusion_loss`` with eps drawn from ``noise``: t ~ U{1..T},
+    x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, loss = mean || net(x_t, t) - target ||^2
+    (min-SNR weighted if asked); with ``noise="gaussian"`` it is ``diffusion_loss`` itself."""
+    return diffusion_loss(model, x0, schedule, kind, min_snr_gamma, None, generator, noise_fn(noise, p, phi))
 
 
 def train_toy(model: torch.nn.Module, points: torch.Tensor, cfg: TrainConfig, noise: str = "mixture",
               p: float = 0.5, phi: float = 0.5, progress: bool = False,
               device: torch.device | str = "cpu") -> TrainState:
-    """``training.train``'s loop (AdamW, warm-up and cosine decay, clipping, EMA) on
-    ``points`` [N, d] with ``noise_diffusion_loss``: train one model with Gaussian and one
-    with mixture noise under the same ``cfg`` and the budgets are equal by construction.
-    No checkpoints, labels or bf16: it runs in float32 whatever ``cfg.precision`` says (the
-    2-D toy trains in seconds)."""
-    from tqdm.auto import tqdm
-
-    if noise not in NOISES:
-        raise ValueError(f"unknown noise {noise!r}; allowed: {', '.join(NOISES)}")
-    if noise == "mixture":
-        check_mixture(p, phi)
-    model.to(device).train()
-    state = new_state(model, cfg)
-    schedule, points, g = cfg.noise_schedule(), points.to(device), state.generator
-    for _ in tqdm(range(cfg.steps), desc=f"training ({noise} noise)", disable=not progress):
-        idx = torch.randint(0, points.shape[0], (cfg.batch_size,), generator=g).to(device)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr_at(state.step, cfg)
-        loss = noise_diffusion_loss(model, points[idx], schedule, noise, p, phi, cfg.kind,
-                                    cfg.min_snr_gamma, g)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        state.optimizer.step()
-        ema_update(state.ema, model, ema_decay_at(state.step, cfg.ema_decay))
-        state.step += 1
-        state.losses.append(loss.item())
+    """``training.train`` on ``points`` [N, d] with the training noise drawn from ``noise``:
+    train one model with Gaussian and one with mixture noise under the same ``cfg`` and the
+    budgets are equal by construction (no checkpoint: the 2-D toy trains in seconds)."""
+    state = train(model, points, cfg, progress=progress, device=device, noise=noise_fn(noise, p, phi))
     model.eval()
     return state
 
 
-@torch.no_grad()
 def sample_with_noise(model, schedule: NoiseSchedule, n: int, noise: str = "mixture", p: float = 0.5,
                       phi: float = 0.5, dim: int = 2, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> torch.Tensor:
-    """DDPM ancestral sampling of an eps-predicting ``model`` with x_T and every step's z
-    drawn from ``noise`` ("mixture": what the paper does; "gaussian": the standard sampler):
+    """DDPM ancestral sampling (``sampling.sample``: all T steps, eta = 1, no clipping) of an
+    eps-predicting ``model`` with x_T and every step's z drawn from ``noise`` ("mixture": what
+    the paper does, our reading; "gaussian": the standard sampler):
 
         x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(alpha_t) + sigma_t z,
         sigma_t^2 = (1 - abar_{t-1}) beta_t / (1 - abar_t)     (no noise at t = 1).
 
     Neither choice is the exact reverse of the mixture forward process (see the module
     docstring); the mean is DDPM's posterior mean given the predicted x_0."""
-    x = draw_noise((n, dim), noise, p, phi, generator).to(device)
-    ab, betas = schedule.alpha_bars, schedule.betas
-    for t in range(schedule.T, 0, -1):
-        eps_hat = model(x, torch.full((n,), t, device=device))
-        mean = (x - betas[t] / (1 - ab[t]).sqrt() * eps_hat) / (1 - betas[t]).sqrt()
-        if t > 1:
-            sigma = ((1 - ab[t - 1]) * betas[t] / (1 - ab[t])).sqrt()
-            x = (mean + sigma * draw_noise((n, dim), noise, p, phi, generator).to(device)).float()
-        else:
-            x = mean.float()
-    return x.cpu()
+    return sample(model, (n, dim), schedule, clip_x0=False, generator=generator, device=device,
+                  noise=noise_fn(noise, p, phi)).x0

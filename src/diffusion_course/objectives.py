@@ -63,12 +63,16 @@ def loss_weight(kind: str, snr: torch.Tensor, min_snr_gamma: float | None) -> to
 
 def diffusion_loss(model, x0: torch.Tensor, schedule: NoiseSchedule, kind: str = "eps",
                    min_snr_gamma: float | None = None, labels: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, noise=None) -> torch.Tensor:
     """The simplified DDPM loss: t ~ U{1..T}, eps ~ N(0, I), x_t = a x0 + s eps,
-    loss = mean_t w(t) || net(x_t, t) - target ||^2 (w = 1 unless min-SNR weighting)."""
+    loss = mean_t w(t) || net(x_t, t) - target ||^2 (w = 1 unless min-SNR weighting).
+
+    ``noise(shape, generator)`` replaces the law of eps (default ``torch.randn``; chapter 14
+    passes ``mixture_noise.noise_fn(...)``, a zero-mean unit-variance mixture)."""
     b = x0.shape[0]
     t = torch.randint(1, schedule.T + 1, (b,), generator=generator).to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    eps = (torch.randn(x0.shape, generator=generator) if noise is None
+           else noise(tuple(x0.shape), generator)).to(x0.device)
     ab = schedule.alpha_bars.to(x0.device)[t].float()
     a, s = _bc(ab.sqrt(), x0), _bc((1 - ab).sqrt(), x0)
     xt = a * x0 + s * eps

@@ -121,7 +121,7 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
            labels: torch.Tensor | None = None, guidance: float | None = None,
            generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
            snapshot_at: tuple[int, ...] = (), device: torch.device | str = "cpu",
-           progress: bool = False, start_t: int | None = None) -> Trajectory:
+           progress: bool = False, start_t: int | None = None, noise=None) -> Trajectory:
     """Generate ``shape`` images. Defaults are DDPM: all T steps, eta = 1.
 
     ``steps`` < T respaces; ``eta`` = 0 gives DDIM. All randomness comes from
@@ -129,7 +129,10 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
     ``snapshot_at`` lists steps t after which x_t and x0_hat are kept.
     ``start_t`` (default T) starts the chain at that step from ``x_T``, which must then be
     a draw of x_{start_t}; ``steps`` then respaces 1..start_t (see ``sdedit``).
+    ``noise(shape, generator)`` draws x_T and every step's z (default ``torch.randn``;
+    chapter 14's mixture-noise model passes ``mixture_noise.noise_fn(...)``).
     """
+    draw = (lambda shp, g: torch.randn(shp, generator=g)) if noise is None else noise
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     top = schedule.T if start_t is None else start_t
@@ -142,7 +145,7 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
         n_steps = min(n_steps, top)   # from part-way down there are at most start_t steps
     ts = timesteps(top, n_steps, spacing)
     ab = schedule.alpha_bars
-    x = (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
+    x = (draw(tuple(shape), generator) if x_T is None else x_T.cpu()).to(device)
     labels = None if labels is None else labels.to(device)
     traj = Trajectory(x0=x, steps=ts)
     for i, t in enumerate(tqdm(ts, desc="sampling", disable=not progress, leave=False)):
@@ -152,7 +155,7 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
                           labels, guidance, clip_x0)
         x, sigma = step_mean(x0, eps, a_t, a_s, eta)
         if sigma > 0:
-            x = x + sigma.float() * torch.randn(shape, generator=generator).to(device)
+            x = x + sigma.float() * draw(tuple(shape), generator).to(device)
         if t in snapshot_at:
             traj.snapshots[t], traj.predictions[t] = x.cpu(), x0.cpu()
     traj.x0 = x.cpu()

@@ -198,7 +198,8 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
           labels: torch.Tensor | None = None, checkpoint: Path | None = None,
           checkpoint_every: int = 500, stop_after: int | None = None,
           max_seconds: float | None = None, progress: bool = True,
-          device: torch.device | str = "cpu", keep_ema_at: tuple[int, ...] = ()) -> TrainState:
+          device: torch.device | str = "cpu", keep_ema_at: tuple[int, ...] = (),
+          noise: Callable | None = None) -> TrainState:
     """Train ``model`` on ``images`` (in [-1, 1]) with the diffusion loss of ``cfg``.
 
     With ``checkpoint``, resumes from it if it exists and saves to it every
@@ -206,6 +207,8 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
     steps in total (to demonstrate resuming); ``max_seconds`` caps this call's wall time.
     ``keep_ema_at`` lists steps after which a copy of the EMA weights is kept in
     ``state.ema_history`` (to show how the model improves during training).
+    ``noise(shape, generator)``: the law of the training noise (default Gaussian; see
+    ``objectives.diffusion_loss``).
     """
     model.to(device).train()
     state = new_state(model, cfg)
@@ -234,7 +237,7 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
         for group in state.optimizer.param_groups:
             group["lr"] = lr_at(state.step, cfg)
         with autocast(cfg.precision, device):
-            loss = diffusion_loss(model, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, g)
+            loss = diffusion_loss(model, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, g, noise)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -316,18 +319,24 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
                   data: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], data_spec: dict,
                   device: torch.device | str = "cpu", progress: bool = True,
                   max_seconds: float | None = None,
-                  keep_ema_at: tuple[int, ...] = ()) -> tuple[torch.nn.Module, dict]:
+                  keep_ema_at: tuple[int, ...] = (), noise: Callable | None = None,
+                  noise_spec: dict | None = None) -> tuple[torch.nn.Module, dict]:
     """Return (EMA model, info) for these settings: loaded from the cache if it was trained
     before, else trained now (an interrupted run resumes) and cached.
 
     The cache file is ``<cache>/<name>-<hash>.pt``; the hash covers the architecture,
     ``cfg`` and ``data_spec``, so changing any of them trains a new model. ``info`` holds
     the loss history and, for ``keep_ema_at``, the EMA weights at those steps.
+    ``noise`` (a law of the training noise, see ``train``) needs ``noise_spec``, a dict that
+    names it and enters the hash (models trained with other noise are other cache entries).
     """
+    if (noise is None) != (noise_spec is None):
+        raise ValueError("pass noise and noise_spec together: the spec names the noise in the cache key")
     model = make_model()
     keep_ema_at = tuple(sorted(keep_ema_at))
     key = cache_key(getattr(model, "config", {}), asdict(cfg), data_spec,
-                    *([{"keep_ema_at": keep_ema_at}] if keep_ema_at else []))
+                    *([{"keep_ema_at": keep_ema_at}] if keep_ema_at else []),
+                    *([{"noise": noise_spec}] if noise_spec is not None else []))
     final = cache_dir() / f"{name}-{key}.pt"
     partial = final.with_suffix(".partial.pt")
     with cache_lock(final):
@@ -340,7 +349,7 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
             return model.to(device).eval(), info
         images, labels = data()
         state = train(model, images, cfg, labels, checkpoint=partial, progress=progress,
-                      max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at)
+                      max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at, noise=noise)
         save_checkpoint(state, cfg, partial, extra={"data": data_spec})
         complete = state.step == cfg.steps
         if complete:  # only a finished run enters the cache; a cut-short one resumes next time
