@@ -142,3 +142,26 @@ def test_colour_judge_floor_and_report(monkeypatch):
     assert real["frechet_ratio"] < 3 and noise["frechet_ratio"] > 5 * real["frechet_ratio"]
     assert judge.floor(100) is judge.floor(100)           # computed once per N
     assert math.isclose(sum(real["class_histogram"]), 1.0)
+
+
+def test_the_gpu_profile_colour_path_runs_on_a_fake_cifar_archive(tmp_path, monkeypatch):
+    """The gpu profile's colour section end to end (CIFAR-10 loaded with its checksum, the
+    colour judge, the 3-channel U-Net trained and sampled) on a small fake archive: the path
+    no machine here can run on the real data."""
+    import test_cifar
+
+    monkeypatch.setattr(test_cifar, "PER_BATCH", 20)
+    monkeypatch.setattr(cifar, "ARCHIVE_MD5", test_cifar.write_archive(tmp_path / cifar.ARCHIVE,
+                                                                       test_cifar.fake_batches()))
+    for name, value in (("COURSE_DATA_ROOT", tmp_path), ("COURSE_CACHE", tmp_path / "cache"), ("COURSE_DEVICE", "cpu")):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setitem(colour.JUDGE_RECIPES, "cifar10", {"steps": 4, "batch_size": 8, "lr": 3e-3})
+    monkeypatch.setattr(colour, "_JUDGES", {})
+    cfg = chapter_settings("14", "gpu", colour_train_steps=2, colour_width=8, colour_n_train=40, colour_batch_size=4)
+    assert cfg.colour_data == "cifar10"
+    model, info = variants.train_colour_model(cfg, progress=False)
+    assert info["trained_now"] and info["steps"] == 2
+    x, seconds = variants.sample_colour(model, variants.colour_train_config(cfg), 6, 2, torch.Generator().manual_seed(0))
+    assert x.shape == (6, 3, 32, 32) and torch.isfinite(x).all() and seconds > 0
+    report = colour.load_colour_judge("cifar10", progress=False).evaluate(x)
+    assert report["n_samples"] == 6 and math.isfinite(report["frechet"]) and report["frechet_floor"] > 0
