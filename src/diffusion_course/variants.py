@@ -43,10 +43,12 @@ def mnist_train_config(cfg: Settings) -> TrainConfig:
 
 
 def make_mnist_unet(width: int):
-    """Chapter 05's U-Net (2x2 patches, levels at 14 and 7, attention at 7x7)."""
-    from .unet import UNet
+    """Chapter 05's U-Net (``mnist_ddpm.make_unet``: 2x2 patches, levels at 14 and 7,
+    attention at 7x7) at base width ``width``."""
+    from .mnist_ddpm import make_unet
+    from .settings import chapter_settings
 
-    return UNet(base=width, mults=(1, 2), blocks_per_level=1, patch=2, attention_levels=(1,))
+    return make_unet(chapter_settings("05", "ci", base_width=width, runner_overrides=False), patch=2)
 
 
 def train_noise_mnist(cfg: Settings, noise: str, progress: bool = True):
