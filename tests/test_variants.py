@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from diffusion_course import cifar, colour, mixture_noise as mn, objectives, sampling, training, variants
+from diffusion_course import cifar, colour, metrics, mixture_noise as mn, objectives, sampling, training, variants
 from diffusion_course.mixture_noise import noise_fn
 from diffusion_course.schedules import NoiseSchedule
 from diffusion_course.settings import chapter_settings
@@ -123,7 +123,7 @@ def test_colour_data_and_judge(tmp_path, monkeypatch):
     net = colour.make_colour_unet(8)
     assert net(torch.zeros(2, 3, 32, 32), torch.tensor([3, 900])).shape == (2, 3, 32, 32)
     clf = colour.ColourClassifier(4)
-    f, pred, conf = colour.classify(clf.eval(), x)
+    f, pred, conf = metrics.classify(clf.eval(), x)
     assert f.shape == (12, 64) and pred.shape == (12,) and ((conf > 0) & (conf <= 1)).all()
     trained = colour.train_colour_classifier(x, y, 4, steps=3, batch_size=4, lr=1e-3, progress=False)
     assert not trained.training

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .metrics import fit_classifier, frechet_floor, frechet_from_features
+from .metrics import classify, conv_classifier_body, fit_classifier, frechet_floor, frechet_from_features
 from .settings import pick_device
 from .training import cache_dir, cache_key, load_or_train_weights
 from .unet import UNet
@@ -78,18 +78,13 @@ def make_colour_unet(width: int) -> UNet:
 # The judge
 # ---------------------------------------------------------------------------------------
 class ColourClassifier(nn.Module):
-    """Three conv blocks (32x32 -> 16 -> 8 -> pooled) and a ``feature_dim`` feature layer."""
+    """The MNIST judge's body (``metrics.conv_classifier_body``) for 3 channels: 32x32 -> 16
+    -> 8 -> pooled, and a ``feature_dim`` feature layer."""
 
     def __init__(self, classes: int = 10, feature_dim: int = 64):
         super().__init__()
         self.config = {"classes": classes, "feature_dim": feature_dim}
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),    # 16
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),   # 8
-            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(128, feature_dim), nn.ReLU(),
-        )
+        self.body = conv_classifier_body(3, feature_dim)
         self.head = nn.Linear(feature_dim, classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,20 +115,6 @@ def train_colour_classifier(images: torch.Tensor, labels: torch.Tensor, classes:
                           desc="colour classifier")
 
 
-@torch.no_grad()
-def classify(model: ColourClassifier, x: torch.Tensor, batch_size: int = 500
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features, predicted labels, confidence), on the CPU."""
-    feats, probs = [], []
-    for chunk in x.split(batch_size):
-        f = model.features(chunk.float().cpu())
-        feats.append(f)
-        probs.append(F.softmax(model.head(f), dim=1))
-    feats, probs = torch.cat(feats), torch.cat(probs)
-    conf, pred = probs.max(1)
-    return feats, pred, conf
-
-
 class ColourJudge:
     """The colour data set's judge: classifier, reference features, training pool for floors
     (computed once per N)."""
@@ -149,7 +130,7 @@ class ColourJudge:
     def floor(self, n: int) -> dict:
         if n not in self._floors:
             self._floors[n] = frechet_floor(self.classifier, self.pool, self.test_features, n,
-                                            draws=FLOOR_DRAWS, classify_fn=classify)
+                                            draws=FLOOR_DRAWS)
         return self._floors[n]
 
     def evaluate(self, samples: torch.Tensor) -> dict:

@@ -25,6 +25,19 @@ from .settings import pick_device
 from .training import cache_dir, cache_key, load_or_train_weights
 
 
+def conv_classifier_body(in_channels: int, feature_dim: int) -> nn.Sequential:
+    """The judges' feature extractor: three conv blocks (each conv, batch norm, ReLU; the first
+    two halve the size: 28 -> 14 -> 7, or 32 -> 16 -> 8), global average pooling and a
+    ``feature_dim`` feature layer. The MNIST judge and chapter 14's colour judge share it."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(128, feature_dim), nn.ReLU(),
+    )
+
+
 class MNISTClassifier(nn.Module):
     """Three conv layers and a 128-d feature layer: the course's judge (``judge.py``) trains
     it for 3 epochs on the 60,000 training digits."""
@@ -32,13 +45,7 @@ class MNISTClassifier(nn.Module):
     def __init__(self, feature_dim: int = 128):
         super().__init__()
         self.config = {"feature_dim": feature_dim}
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),   # 14
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # 7
-            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(128, feature_dim), nn.ReLU(),
-        )
+        self.body = conv_classifier_body(1, feature_dim)
         self.head = nn.Linear(feature_dim, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,6 @@ sees the model chapter 05 trained. The class-conditional twin of chapter 09 come
 """
 from __future__ import annotations
 
-
 import torch
 
 from .mnist import load_mnist
@@ -141,15 +140,18 @@ def load_mnist_model(profile: str = "auto", model: str = "reference", conditiona
 
 def sample_digits(model, tcfg: TrainConfig, n: int, steps: int, eta: float, generator: torch.Generator,
                   device: torch.device | str = "cpu", batch_size: int = 250,
-                  labels: torch.Tensor | None = None, guidance: float | None = None) -> torch.Tensor:
+                  labels: torch.Tensor | None = None, guidance: float | None = None,
+                  noise=None) -> torch.Tensor:
     """``n`` digits [n, 1, 28, 28] from ``model`` (trained with ``tcfg``), in batches, with the
     respaced sampler (``eta`` = 1 ancestral, 0 DDIM) at the training precision; float32.
-    For the conditional model, ``labels`` [n] and the guidance weight ``guidance``."""
+    For the conditional model, ``labels`` [n] and the guidance weight ``guidance``;
+    ``noise``: the law of x_T and of every step's z (``sampling.sample``; chapter 14)."""
     schedule, chunks = tcfg.noise_schedule(), []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         extra = {} if labels is None else {"labels": labels[i:i + b].to(device), "guidance": guidance}
         with autocast(tcfg.precision, device):
             chunks.append(sample(model, (b, 1, 28, 28), schedule, steps=steps, eta=eta,
-                                 kind=tcfg.kind, generator=generator, device=device, **extra).x0.float())
+                                 kind=tcfg.kind, generator=generator, device=device, noise=noise,
+                                 **extra).x0.float())
     return torch.cat(chunks)

@@ -17,7 +17,7 @@ import torch
 
 from .mixture_noise import noise_fn
 from .settings import Settings
-from .training import (TrainConfig, autocast, cache_dir, cache_key, cache_lock, load_or_train,
+from .training import (TrainConfig, cache_dir, cache_key, cache_lock, load_or_train,
                        save_atomically)
 
 
@@ -71,15 +71,9 @@ def sample_noise_digits(model, tcfg: TrainConfig, n: int, steps: int, noise: str
     """``n`` digits with the respaced ancestral sampler (eta = 1), x_T and every z from
     ``noise``: "gaussian" is the standard sampler; "mixture" is the paper's choice (our
     reading) of keeping DDPM's update and drawing its noise from the mixture."""
-    from .sampling import sample
+    from .mnist_ddpm import sample_digits
 
-    schedule, law, out = tcfg.noise_schedule(), noise_fn(noise, p, phi), []
-    for i in range(0, n, batch_size):
-        b = min(batch_size, n - i)
-        with autocast(tcfg.precision, device):
-            out.append(sample(model, (b, 1, 28, 28), schedule, steps=steps, eta=1.0, kind=tcfg.kind,
-                              generator=generator, device=device, noise=law).x0.float())
-    return torch.cat(out)
+    return sample_digits(model, tcfg, n, steps, 1.0, generator, device, batch_size, noise=noise_fn(noise, p, phi))
 
 
 # ---------------------------------------------------------------------------------------
