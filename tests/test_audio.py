@@ -246,15 +246,17 @@ def test_burst_summary_energy_centre_and_the_floor_at_the_same_n():
 def test_the_floor_at_the_same_n_shrinks_as_n_grows():
     """An FD from fewer clips is larger: the judge draws its floor at the N of the clips scored,
     once per N."""
-    from diffusion_course.audio_diffusion import AudioJudge, DigitClassifier
+    from diffusion_course.audio_diffusion import AudioJudge, DigitClassifier, classify
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     pool, real = torch.randn(400, 2048, generator=g) * 0.3, torch.randn(200, 2048, generator=g) * 0.3
-    judge = AudioJudge(DigitClassifier(), real, pool)
+    judge = AudioJudge(DigitClassifier(), real, torch.zeros(len(real), dtype=torch.long), pool)
     small, large = (judge.evaluate(pool[:n], torch.zeros(n, dtype=torch.long)) for n in (40, 200))
     assert small["frechet_floor"] > large["frechet_floor"] > 0 and small["floor_n"] == 40
     assert small["frechet_ratio"] == pytest.approx(small["frechet"] / small["frechet_floor"])
     assert judge.floor(40) is judge.floor(40)                   # computed once
+    _, pred, _ = classify(judge.classifier, real)
+    assert judge.held_out_accuracy == pytest.approx((pred == 0).double().mean().item())
     assert small["accuracy"] == pytest.approx(small["per_digit_accuracy"][0]) and len(small["per_digit_accuracy"]) == 1
     assert set(small["bursts"]) >= {"mean", "one", "two", "three_or_more"}

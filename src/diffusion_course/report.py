@@ -4,8 +4,8 @@
 ``record(key=value, ...)`` displays the numbers a chapter measured under a dedicated MIME
 type; players made with a file name (``audio.player_grid(..., name=...)``) carry it in
 their HTML. The runner reads all three back out of the executed notebook into
-``build/figures/``, ``build/metrics/`` and ``build/audio/``, so notebooks never write files themselves and work unchanged in
-JupyterLab and Colab.
+``build/figures/``, ``build/metrics/`` and ``build/audio/``, so notebooks never write files
+themselves and work unchanged in JupyterLab and Colab.
 """
 from __future__ import annotations
 

@@ -137,26 +137,26 @@ def scope_parameters(pairs: list[tuple[str, str]], chapters: list[Path]) -> dict
     return scoped
 
 
-def collect_outputs(executed: Path, figures_dir: Path, audio_dir: Path | None = None
-                    ) -> tuple[dict, list[str]]:
-    """Pull PNG figures, recorded metrics and (into ``audio_dir``) named clips out of an
-    executed notebook."""
+def collect_outputs(executed: Path, figures_dir: Path, audio_dir: Path
+                    ) -> tuple[dict, list[str], list[str]]:
+    """Pull PNG figures, recorded metrics and named clips (into ``audio_dir``, made only when
+    there are any) out of an executed notebook: (metrics, figure names, clip names)."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    metrics, names, clips = {}, [], set()
+    metrics, names, clips = {}, [], []
     figures_dir.mkdir(parents=True, exist_ok=True)
     for index, cell in enumerate(nb.cells):
         for k, out in enumerate(cell.get("outputs", [])):
             data = out.get("data", {})
             if METRICS_MIME in data:
                 metrics.update(data[METRICS_MIME])
-            if audio_dir is not None and "text/html" in data:
+            if "text/html" in data:
                 html = data["text/html"]
                 for file, wav in named_clips("".join(html) if isinstance(html, list) else html).items():
                     if file in clips:
                         raise ChapterFailed(f"{executed.stem}: two clips are named {file}")
-                    clips.add(file)
+                    clips.append(file)
                     (audio_dir / file).parent.mkdir(parents=True, exist_ok=True)
                     (audio_dir / file).write_bytes(wav)
             if "image/png" in data:
@@ -166,7 +166,7 @@ def collect_outputs(executed: Path, figures_dir: Path, audio_dir: Path | None = 
                     raise ChapterFailed(f"{executed.stem}: two figures are named {name}")
                 (figures_dir / name).write_bytes(base64.b64decode(data["image/png"]))
                 names.append(name)
-    return metrics, names
+    return metrics, names, sorted(clips)
 
 
 def run_chapter(notebook: Path, build: Path, profile: str, overrides: dict,
@@ -219,8 +219,7 @@ def publish_chapter(executed: Path, build: Path, profile: str, params: dict, wal
     with the figures and metrics collected from it; replaces the chapter's old files."""
     chapter, scratch = executed.stem, executed.parent
     final = build_paths(build, chapter)
-    metrics, figures = collect_outputs(executed, scratch / "figures", scratch / "audio")
-    clips = sorted(str(f.relative_to(scratch / "audio")) for f in (scratch / "audio").rglob("*.wav"))
+    metrics, figures, clips = collect_outputs(executed, scratch / "figures", scratch / "audio")
     summary = {"chapter": chapter, "profile": profile, "parameters": params,
                "wall_time_s": round(wall, 2), "figures": figures, "audio": clips, "metrics": metrics}
     (scratch / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -230,7 +229,7 @@ def publish_chapter(executed: Path, build: Path, profile: str, params: dict, wal
         path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch / "figures", final["figures"])
     os.replace(scratch / "metrics.json", final["metrics"])
-    if (scratch / "audio").exists():
+    if clips:
         os.replace(scratch / "audio", final["audio"])
     os.replace(executed, final["executed"])  # last: its presence marks a complete run
     return summary
