@@ -39,7 +39,7 @@ from .paths import cache_dir
 from .report import machine_info
 from .sampler_sweep import generate, score_setting, starting_noise, sweep
 from .settings import Settings, chapter_settings
-from .training import (cache_key, cache_lock, load_or_train, read_checkpoint, save_atomically, train,
+from .training import (cache_key, cache_lock, load_or_train, read_checkpoint, save_atomically, seeded, train,
                        train_config_from)
 from .unet import count_parameters
 
@@ -268,8 +268,9 @@ def gan_study(cfg: Settings, judge, progress: bool = True) -> dict:
     cfg05 = info["settings"]
     budget = info["seconds"]
     train_x = training_images(cfg05.n_train)[0]          # the GAN's data and the neighbours' reference
-    G = DCGANGenerator(**GAN_SIZE)
-    G, gan_info = load_or_train_gan(f"ch13-dcgan-{round(budget)}s", G, DCGANDiscriminator(GAN_SIZE["width"]),
+    G = seeded(lambda: DCGANGenerator(**GAN_SIZE), cfg05.seed)
+    D = seeded(lambda: DCGANDiscriminator(GAN_SIZE["width"]), cfg05.seed + 1)
+    G, gan_info = load_or_train_gan(f"ch13-dcgan-{round(budget)}s", G, D,
                                     lambda: train_x, budget, GAN_RECIPE,
                                     seed=cfg05.seed, progress=progress, device=cfg.device)
     real_nn = nearest_neighbour_distances(judge.test_x[:cfg.n_eval], train_x)

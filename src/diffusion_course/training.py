@@ -299,6 +299,15 @@ def cache_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def seeded(make: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """``make()`` with torch's global random stream seeded by ``seed``, and that stream left as
+    it was afterwards: a network's initial weights come from its settings' seed, not from the
+    random state a new process happens to start with (torch seeds it anew in every process)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
 def load_or_train_weights(path: Path, model: torch.nn.Module,
                           train_model: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, dict]:
     """``model`` with the weights cached at ``path``, or else ``train_model()``'s result, whose
@@ -320,7 +329,8 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
                   device: torch.device | str = "cpu", progress: bool = True,
                   max_seconds: float | None = None,
                   keep_ema_at: tuple[int, ...] = (), noise: Callable | None = None,
-                  noise_spec: dict | None = None) -> tuple[torch.nn.Module, dict]:
+                  noise_spec: dict | None = None, checkpoint_every: int = 500
+                  ) -> tuple[torch.nn.Module, dict]:
     """Return (EMA model, info) for these settings: loaded from the cache if it was trained
     before, else trained now (an interrupted run resumes) and cached.
 
@@ -329,10 +339,13 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
     the loss history and, for ``keep_ema_at``, the EMA weights at those steps.
     ``noise`` (a law of the training noise, see ``train``) needs ``noise_spec``, a dict that
     names it and enters the hash (models trained with other noise are other cache entries).
+    The network is built under ``cfg.seed`` (``seeded``), so the same settings give the same
+    weights in any process; a run killed after a checkpoint (every ``checkpoint_every`` steps)
+    resumes to the weights an uninterrupted run reaches.
     """
     if (noise is None) != (noise_spec is None):
         raise ValueError("pass noise and noise_spec together: the spec names the noise in the cache key")
-    model = make_model()
+    model = seeded(make_model, cfg.seed)
     keep_ema_at = tuple(sorted(keep_ema_at))
     key = cache_key(getattr(model, "config", {}), asdict(cfg), data_spec,
                     *([{"keep_ema_at": keep_ema_at}] if keep_ema_at else []),
@@ -349,7 +362,8 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
             return model.to(device).eval(), info
         images, labels = data()
         state = train(model, images, cfg, labels, checkpoint=partial, progress=progress,
-                      max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at, noise=noise)
+                      max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at, noise=noise,
+                      checkpoint_every=checkpoint_every)
         save_checkpoint(state, cfg, partial, extra={"data": data_spec})
         complete = state.step == cfg.steps
         if complete:  # only a finished run enters the cache; a cut-short one resumes next time

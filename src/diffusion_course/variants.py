@@ -18,7 +18,7 @@ import torch
 from .mixture_noise import noise_fn
 from .settings import Settings
 from .training import (TrainConfig, cache_dir, cache_key, cache_lock, load_or_train,
-                       save_atomically)
+                       save_atomically, seeded)
 
 
 def noise_spec(noise: str, p: float, phi: float) -> dict:
@@ -95,7 +95,7 @@ def load_or_train_ardm(cfg: Settings, progress: bool = True):
     now (``ardm.train_ardm``) and cached; the key covers the architecture and the recipe."""
     from .ardm import load_binary_mnist, train_ardm
 
-    model, recipe = make_ardm(cfg.ardm_width), ardm_recipe(cfg)
+    model, recipe = seeded(lambda: make_ardm(cfg.ardm_width), cfg.seed), ardm_recipe(cfg)
     path = cache_dir() / f"ch14-ardm-{cache_key(model.config, recipe)}.pt"
     with cache_lock(path):
         if path.exists():
@@ -168,7 +168,7 @@ def train_toy_model(cfg: Settings, noise: str, points: torch.Tensor, progress: b
     from .toy2d import MLPDenoiser
 
     tcfg = toy_train_config(cfg)
-    model = MLPDenoiser(hidden=128, depth=3, T=cfg.toy_T)
+    model = seeded(lambda: MLPDenoiser(hidden=128, depth=3, T=cfg.toy_T), tcfg.seed)
     spec = noise_spec(noise, cfg.mix_p, cfg.mix_phi)
     data = {"data": "ring of 8 Gaussians", "n": len(points), "sum": round(float(points.double().sum()), 6)}
     path = cache_dir() / f"ch14-toy-{noise}-{cache_key(model.config, tcfg.__dict__, spec, data)}.pt"
