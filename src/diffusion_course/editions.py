@@ -10,6 +10,13 @@ the same place: the cell's ``stub`` metadata if it has one (say, a function sign
 their own answer.
 
     python -m diffusion_course.runner --student-edition          # all chapters into build/student/
+
+A check that passes on the stub checks nothing. ``check_stubs_fail`` runs, in a kernel that
+has just executed the whole chapter, every coding exercise's stub followed by its check cells,
+and requires a failed ``assert``; then it runs the solution and the checks again (they must
+pass), so the kernel is left as the chapter left it. ``make test`` does this for every chapter
+(``diffusion_course.nbval_record``). A stub is therefore runnable code that gives a well-typed
+wrong answer (``return 0.0``, ``torch.zeros_like(x)``), never an error of its own.
 """
 from __future__ import annotations
 
@@ -83,3 +90,49 @@ def write_student_edition(notebook: Path, folder: Path) -> Path:
     nbformat.write(student, partial)
     partial.replace(target)
     return target
+
+
+def coding_exercises(nb) -> list[dict]:
+    """The exercises with a code solution: what a check must be able to reject."""
+    return [ex for ex in exercises(nb) if any(nb.cells[i].cell_type == "code" for i in ex["solutions"])]
+
+
+def check_stubs_fail(notebook: Path | str, shell=None) -> list[str]:
+    """In an IPython kernel that has run ``notebook`` to the end, run each coding exercise with
+    its stub in place of the solution: its check cells must fail with an ``AssertionError``
+    (any other error means the stub itself is broken). Then run the solution and the checks
+    again: they must pass. Returns one line per exercise; raises ``AssertionError`` listing
+    every exercise whose checks could not fail, or whose stub or solution errs."""
+    from IPython import get_ipython
+    from IPython.utils.capture import capture_output
+
+    shell = shell or get_ipython()
+    nb = nbformat.read(notebook, as_version=4)
+
+    def run(cells: list[tuple[bool, str]]) -> tuple[BaseException | None, bool]:
+        """Run (is_solution, source) cells in order: the first error, and whether a solution
+        (or stub) cell raised it."""
+        for is_sol, source in cells:
+            with capture_output():
+                result = shell.run_cell(source, silent=True)
+            if not result.success:
+                return result.error_before_exec or result.error_in_exec, is_sol
+        return None, False
+
+    lines, problems = [], []
+    for ex in coding_exercises(nb):
+        order = [i for i in sorted(ex["solutions"] + ex["others"]) if nb.cells[i].cell_type == "code"]
+        with_stubs = [(i in ex["solutions"], stub_for(nb.cells[i], ex["title"]).source
+                       if i in ex["solutions"] else nb.cells[i].source) for i in order]
+        failed, in_stub = run(with_stubs)
+        restored, _ = run([(i in ex["solutions"], nb.cells[i].source) for i in order])
+        verdict = f"{type(failed).__name__}: {failed}"[:160] if failed else "the checks passed"
+        lines.append(f"{ex['title']}: on the stub, {'the stub itself errs, ' if in_stub else ''}{verdict}")
+        if in_stub or not isinstance(failed, AssertionError):
+            problems.append(lines[-1])
+        if restored is not None:
+            problems.append(f"{ex['title']}: the solution fails its own checks: {restored!r}"[:300])
+    if problems:
+        raise AssertionError("exercise checks that cannot fail on their stubs, or broken stubs:\n  "
+                             + "\n  ".join(problems))
+    return lines

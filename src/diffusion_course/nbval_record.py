@@ -9,6 +9,9 @@ write it (``DIR/executed/<chapter>.ipynb``, ``DIR/figures/<chapter>/``,
 notebooks instead of a second execution (``make test`` does this; ``tests/test_site.py``
 builds and browses the site from it). A chapter with a failed or skipped cell leaves no files.
 The plugin also runs the site's tests last, after the notebooks they render.
+
+After a chapter's last cell, one more test runs in the same kernel: every coding exercise's
+check must fail on the student edition's stub (``editions.check_stubs_fail``).
 """
 from __future__ import annotations
 
@@ -26,7 +29,38 @@ def pytest_addoption(parser):
                      help="write every notebook nbval ran without failure into DIR, as the runner does")
 
 
+class ExerciseStubs(pytest.Item):
+    """Runs ``editions.check_stubs_fail`` in the kernel of a chapter that nbval just ran."""
+
+    def runtest(self):
+        if self.path in self.config._nbval_failed:
+            pytest.skip("a cell of this chapter failed")
+        kernel = self.parent.kernel
+        code = ("from diffusion_course.editions import check_stubs_fail as _check\n"
+                f"print('\\n'.join(_check({str(self.path)!r})))")
+        msg_id = kernel.execute_cell_input(code, allow_stdin=False)
+        while True:
+            reply = kernel.get_message(stream="shell", timeout=self.config.option.nbval_cell_timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        kernel.await_idle(msg_id, timeout=60)
+        content = reply["content"]
+        if content["status"] != "ok":
+            raise AssertionError(f"{content.get('ename')}: {content.get('evalue')}")
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name}: exercise checks fail on their stubs"
+
+
 def pytest_collection_modifyitems(session, config, items):
+    """The stub test after each chapter's last cell; the site's tests last of all."""
+    config._nbval_failed = set()
+    last_cell = {}
+    for i, item in enumerate(items):
+        if hasattr(item, "cell") and hasattr(item.parent, "nb"):
+            last_cell[item.parent] = i
+    for parent, i in sorted(last_cell.items(), key=lambda kv: -kv[1]):
+        items.insert(i + 1, ExerciseStubs.from_parent(parent, name="exercise checks fail on their stubs"))
     items.sort(key=lambda item: item.path.name == RUN_LAST)   # stable: the rest keep their order
 
 
@@ -81,7 +115,11 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     recorder = getattr(item.config, "_nbval_recorder", None)
     report = outcome.get_result()
-    if recorder is None or not hasattr(item, "test_outputs") or not hasattr(item, "cell"):
+    if not hasattr(item, "test_outputs") or not hasattr(item, "cell"):
         return                                     # not an nbval cell
+    if report.failed:
+        item.config._nbval_failed.add(item.path)
+    if recorder is None:
+        return
     if report.when == "call" or (report.when == "setup" and not report.passed):
         recorder.cell_done(item, report)
