@@ -5,7 +5,7 @@ model (the chapter's recipe trained for a profile). Each is scored with 50-step 
 classifier features against the held-out clips (takes 0-4) with the real-vs-real floor at
 the same N (random training clips, mean of 10 draws), and the burst count (separated voiced
 segments per clip) beside the real clips'; with training, loading and sampling times and
-issue 19's targets checked. ``--diagnose`` runs issue 19's measured tests of why samples
+the targets below checked. ``--diagnose`` runs the measured tests of why samples
 come out as separate bursts; ``--compare`` trains every front end for ``compare_steps``
 steps (plain v-output U-Net and the x0 head) and scores each the same way. Writes JSON.
 
@@ -43,7 +43,7 @@ from diffusion_course.settings import MODELS, chapter_settings
 from diffusion_course.unet import count_parameters
 
 
-# Issue 19's targets on the 2-core build machine, cpu profile: DDIM samples at the model's guidance
+# What the chapter's models must reach in the cpu profile (2-core CPU): DDIM samples at the model's guidance
 TARGETS = {"reference": {"min_accuracy": 0.90, "max_frechet_ratio": 5.0, "max_burst_gap": 0.10},
            "student": {"min_accuracy": 0.85, "max_frechet_ratio": 15.0, "max_train_minutes": 15.0}}
 
@@ -88,7 +88,7 @@ def fraction_at_floor(x: torch.Tensor) -> float:
 
 def diagnose(cfg, judge, n_per_digit: int, weights, long_steps: int | None = None,
              reference_run: bool = False) -> dict:
-    """Issue 19's measured tests of why samples come out as separate bursts: the data's burst
+    """The measured tests of why samples come out as separate bursts: the data's burst
     count and placement, the logmag front end's silence floor, and the chapter's recipe
     trained with and without positional information, each model's reach (receptive field)
     and its samples at several guidance weights (accuracy, FD against the floor at the same
@@ -140,7 +140,7 @@ def model_record(model, info: dict, load_seconds: float) -> dict:
 
 
 def check_targets(name: str, row: dict, real_bursts: float) -> dict:
-    """Issue 19's targets for ``name`` against its DDIM scores: each (value, target, met)."""
+    """The targets (``TARGETS``) for ``name`` against its DDIM scores: each (value, target, met)."""
     t, ddim = TARGETS[name], row["ddim"]
     checks = {"accuracy": (ddim["accuracy"], t["min_accuracy"], ddim["accuracy"] >= t["min_accuracy"]),
               "frechet_ratio": (ddim["frechet_ratio"], t["max_frechet_ratio"],
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ancestral-per-digit", type=int, default=None,
                    help="clips per digit for the ancestral sampler (default: half of --n-per-digit)")
     p.add_argument("--skip-main", action="store_true", help="only the comparison (or the diagnosis)")
-    p.add_argument("--diagnose", action="store_true", help="issue 19's tests: positions, reach, "
+    p.add_argument("--diagnose", action="store_true", help="why samples come out as bursts: positions, reach, "
                    "guidance weights, bursts, placement")
     p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0],
                    help="guidance weights of --diagnose")

@@ -29,7 +29,7 @@ autocast made neither model faster: the JSON also has an interleaved bf16 / fp32
 Time per training step is the fastest of a few interleaved steps of each model. Run it on an
 otherwise idle machine if you can; a busy one slows both models, though not always alike.
 
-Target (issue 6): the latent model samples >= 4x faster per image than the pixel model at
+Target: the latent model samples >= 4x faster per image than the pixel model at
 the same step count, with a Frechet distance (on the judge's features, against the test
 split) at most 1.5x the pixel model's.
 """

@@ -22,7 +22,7 @@ the --set overrides, trained into the course's checkpoint cache first if absent,
 
 Cost: one network evaluation per image and step, so the full default table is
 2 samplers x 1,430 steps x 1,000 digits = 2.9 million evaluations; measured with the reference
-model on the idle 2-core build machine: 0.33 ms per evaluation, about 14 minutes for ddpm and
+model on an idle 2-core CPU (AMD EPYC): 0.33 ms per evaluation, about 14 minutes for ddpm and
 ddim, about 21 with "ode" (the chapter-07 table). Run it on an
 otherwise idle machine: torch uses every core, and a second busy process on a 2-core
 machine makes every step many times slower.

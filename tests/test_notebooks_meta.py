@@ -113,3 +113,19 @@ def test_stated_defaults_parser():
     assert stated_defaults(" steps (None: ci 60, cpu/gpu 6_000)") == {"ci": 60, "cpu": 6000, "gpu": 6000}
     assert stated_defaults(" split (None: ci \"test\", cpu/gpu \"train\")") == {"ci": "test", "cpu": "train", "gpu": "train"}
     assert stated_defaults(" channels (None: 4, i.e. 196 numbers)") == {"ci": 4, "cpu": 4, "gpu": 4}
+
+
+# Words for the project's own process, which mean nothing to a reader of the course.
+INTERNAL_WORDS = re.compile(r"\bissues? \d+|source documents?|closing note|planned chapter|not written yet"
+                            r"|build machines?|the source's", re.IGNORECASE)
+
+
+def test_the_course_speaks_to_its_readers_only():
+    """Chapters, the README, the package and the benchmarks: no issue numbers, no "the course's
+    source documents" (readers do not have them: a claim from a source is cited like a paper),
+    no "build machine"; a test file may name these words, the course may not."""
+    places = [REPO_ROOT / "README.md", *CHAPTERS, *sorted((REPO_ROOT / "src").rglob("*.py")),
+              *sorted((REPO_ROOT / "benchmarks").glob("*.py"))]
+    found = [f"{p.relative_to(REPO_ROOT)}: {m.group(0)!r}"
+             for p in places for m in INTERNAL_WORDS.finditer(p.read_text(encoding="utf-8"))]
+    assert not found, "\n".join(found)

@@ -167,7 +167,7 @@ def voiced_segments(x: torch.Tensor, sample_rate: int = 8000, frame_ms: float = 
     loudest frame; voiced runs closer than ``min_gap_ms`` are one segment (the short pauses
     inside a word), and segments shorter than ``min_length_ms`` are dropped (clicks). A
     spoken digit is one segment, or two across a stop consonant ("eight", "six"); a clip in
-    three or more bursts does not sound like one word (issue 19's burst count)."""
+    three or more bursts does not sound like one word."""
     x = x.detach().float().cpu().flatten()
     frame = max(1, round(sample_rate * frame_ms / 1000))
     n = len(x) // frame

@@ -28,8 +28,8 @@ v = (a_t x_t - x0) / s_t, needs exactly that noise, an x0 estimate does not.
 The v-loss on this output equals an x0-loss weighted by 1 / s_t^2 = 1 + SNR.
 
 ``positions=True`` adds a learned map of a sinusoidal code of each position to the stem's
-output, so the network knows where in the window it is (issue 19's diagnosis of clips that
-come out as several separate bursts).
+output, so the network knows where in the window it is (chapter 11 measures what this does
+to clips that come out as several separate bursts).
 """
 from __future__ import annotations
 
