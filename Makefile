@@ -32,13 +32,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 course: $(STAMP)
-	$(PY) -m diffusion_course.runner --profile $(PROFILE) $(CHAPTERS) $(ARGS)
+	$(PY) -m diffusion_course --profile $(PROFILE) $(CHAPTERS) $(ARGS)
 
-# nbval's run of the notebooks is kept in build/test (diffusion_course.nbval_record), and
+# nbval's run of the notebooks is kept in build/test (diffusion_course.course.nbval_record), and
 # tests/test_site.py (run last) builds the website from it and opens it in Chromium.
 test: $(STAMP)
 	COURSE_PROFILE=ci MPLBACKEND=agg JUPYTER_PREFER_ENV_PATH=1 \
-	  $(PY) -m pytest -p diffusion_course.nbval_record --record-executed build/test \
+	  $(PY) -m pytest -p diffusion_course.course.nbval_record --record-executed build/test \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=600 tests notebooks
 
 test-unit: $(STAMP)
@@ -46,11 +46,11 @@ test-unit: $(STAMP)
 
 # The website from build/ (what `make course` executed; nothing runs twice) into build/site.
 site: $(STAMP)
-	$(PY) -m diffusion_course.site --build build --out build/site
+	$(PY) -m diffusion_course.course.site --build build --out build/site
 
 # Every chapter with its solutions replaced by stubs, into build/student/.
 student: $(STAMP)
-	$(PY) -m diffusion_course.runner --student-edition $(CHAPTERS)
+	$(PY) -m diffusion_course --student-edition $(CHAPTERS)
 
 lab: $(STAMP)
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks

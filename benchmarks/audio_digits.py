@@ -21,27 +21,30 @@ times in the JSON are wall times.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
-from diffusion_course.audio_diffusion import (FLOOR_DRAWS, FRAMES, FRONT_ENDS, FrontEnd, burst_summary,
-                                              classify, energy_centre, generate, load_audio_judge,
-                                              load_audio_model, load_or_train_audio, receptive_field,
-                                              reference_settings, snapshot_steps, train_config)
-from diffusion_course.fsdd import load_fsdd
-from diffusion_course.report import machine_info
-from diffusion_course.runner import parse_value
-from diffusion_course.settings import MODELS, chapter_settings
-from diffusion_course.unet import count_parameters
-
+from diffusion_course.course.cli import benchmark_parser, knob_overrides, write_result
+from diffusion_course.course.settings import MODELS, chapter_settings
+from diffusion_course.data.front_ends import FRAMES, FRONT_ENDS, FrontEnd
+from diffusion_course.data.fsdd import load_fsdd
+from diffusion_course.evaluation.judge import FLOOR_DRAWS
+from diffusion_course.evaluation.speech import burst_summary, energy_centre, load_audio_judge
+from diffusion_course.models.unet import count_parameters
+from diffusion_course.recipes.spoken_digits import (
+    generate,
+    load_audio_model,
+    load_or_train_audio,
+    receptive_field,
+    reference_settings,
+    snapshot_steps,
+    train_config,
+)
+from diffusion_course.training.cache import temporary_cache
 
 # What the chapter's models must reach in the cpu profile (2-core CPU): DDIM samples at the model's guidance
 TARGETS = {"reference": {"min_accuracy": 0.90, "max_frechet_ratio": 5.0, "max_burst_gap": 0.10},
@@ -96,9 +99,9 @@ def diagnose(cfg, judge, n_per_digit: int, weights, long_steps: int | None = Non
     chapter's recipe. ``reference_run``: the reference recipe's snapshots, trained with and
     without positions (about 20 minutes each when not cached)."""
     fe = FrontEnd(cfg.front_end, cfg.gl_iters)
-    centre = energy_centre(judge.real)
+    centre = energy_centre(judge.test_x)
     encoded = fe.encode(judge.pool)
-    out = {"real": {"bursts": burst_summary(judge.real), "energy_centre_mean_s": centre.mean().item(),
+    out = {"real": {"bursts": burst_summary(judge.test_x), "energy_centre_mean_s": centre.mean().item(),
                     "energy_centre_sd_s": centre.std().item(),
                     "logmag_fraction_at_floor": fraction_at_floor(encoded),
                     "logmag_mean": encoded.mean().item()}}
@@ -154,11 +157,10 @@ def check_targets(name: str, row: dict, real_bursts: float) -> dict:
     return {k: {"value": v, "target": target, "met": met} for k, (v, target, met) in checks.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu")
-    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="override a chapter-11 knob of the student model, e.g. train_steps=800")
+def parse(argv: list[str] | None):
+    p = benchmark_parser(__doc__, "build/benchmarks/audio_digits.json", model=None,
+                         profile_help="profile of the judge and of the student's model",
+                         knob_help="override a chapter-11 knob of the student model, e.g. train_steps=800")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to score")
     p.add_argument("--minutes", type=float, default=None, help="cap on the student's training time")
     p.add_argument("--compare", action="store_true", help="also train and score every front end "
@@ -178,78 +180,85 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reference-run", action="store_true",
                    help="--diagnose also scores the reference recipe's EMA snapshots, with and without positions")
     p.add_argument("--fresh", action="store_true", help="train in a temporary cache")
-    p.add_argument("--out", type=Path, default=Path("build/benchmarks/audio_digits.json"))
     args = p.parse_args(argv)
     for flag, value in (("--n-per-digit", args.n_per_digit), ("--ancestral-per-digit", args.ancestral_per_digit)):
         if value is not None and not 1 <= value <= 100:
             p.error(f"{flag} must lie in 1..100, got {value}")
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    return args
 
-    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+
+def judge_record(judge, cfg) -> dict:
+    """The judge's classifier, its accuracy on the held-out clips, and after a Griffin-Lim
+    round trip through the logmag front end (what the best generated clip can sound like)."""
+    test = load_fsdd("test")
+    fe = FrontEnd("logmag", cfg.gl_iters)
+    _, pred, _ = judge.classify(fe.decode(fe.encode(test.audio), torch.Generator().manual_seed(0)))
+    return {**judge.info, "held_out_accuracy": judge.test_accuracy,
+            "held_out_accuracy_after_griffin_lim": (pred == test.labels).double().mean().item()}
+
+
+def score_models(args, cfg, judge, overrides: dict, real_bursts: float) -> dict:
+    """Each model of --models: its record, DDIM and ancestral samples scored, its targets."""
+    n_ddim = args.n_per_digit or cfg.n_per_digit
+    n_anc = args.ancestral_per_digit or max(1, n_ddim // 2)
+    out = {}
+    for name in ([] if args.skip_main else args.models):
+        start = time.perf_counter()
+        model, info = load_audio_model(args.profile, name, max_seconds=None if args.minutes is None
+                                       else 60 * args.minutes, **(overrides if name == "student" else {}))
+        row = out[name] = {"model": model_record(model, info, time.perf_counter() - start)}
+        for sampler, n, steps, eta, seed in (("ddim", n_ddim, cfg.ddim_steps, 0.0, cfg.seed + 1),
+                                             ("ancestral", n_anc, cfg.ancestral_steps, 1.0, cfg.seed + 2)):
+            row[sampler] = score(model, cfg, judge, info["guidance"], n, steps, eta, seed,
+                                 precision=info["train_config"].precision)
+            print(name, sampler, json.dumps({k: v for k, v in row[sampler].items() if k != "per_digit_accuracy"}))
+        row["targets"] = check_targets(name, row, real_bursts)
+        print(name, "targets", json.dumps(row["targets"]))
+    return out
+
+
+def compare_front_ends(cfg, judge, n_per_digit: int) -> dict:
+    """Every front end, with the plain v-output U-Net and with the x0 head, trained for
+    ``compare_steps`` and scored the same way; the best by accuracy, then the Frechet distance
+    (at small budgets several can sit at chance)."""
+    table = {}
+    for x0_head in (False, True):
+        for name in FRONT_ENDS:
+            row_name = name + (", x0 head" if x0_head else "")
+            model, info = load_or_train_audio(cfg, name, train_steps=cfg.compare_steps, v_from_x0=x0_head)
+            table[row_name] = {"parameters": count_parameters(model), "train_steps": info["steps"],
+                               "train_seconds": round(info["seconds"], 1),
+                               "final_loss_mean_last_50": sum(info["losses"][-50:]) / len(info["losses"][-50:]),
+                               **score(model, cfg, judge, cfg.guidance, n_per_digit, cfg.ddim_steps,
+                                       0.0, cfg.seed + 1, front_end=name)}
+            print(row_name, json.dumps(table[row_name]))
+    best = max(table, key=lambda k: (round(table[k]["accuracy"], 2), -table[k]["frechet"]))
+    return {"front_ends": table, "best_front_end": best}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    overrides = knob_overrides(args)
     cfg = chapter_settings("11", args.profile, **overrides)
     n_per_digit = args.n_per_digit or cfg.n_per_digit
-    n_anc = args.ancestral_per_digit or max(1, n_per_digit // 2)
-    previous = os.environ.get("COURSE_CACHE")
-    if args.fresh:
-        os.environ["COURSE_CACHE"] = tempfile.mkdtemp(prefix="audio-benchmark-")
-    try:
+    with temporary_cache(enabled=args.fresh):
         judge = load_audio_judge(cfg.classifier_epochs, cfg.seed)
-        cinfo = {**judge.info, "held_out_accuracy": judge.held_out_accuracy}
-        test = load_fsdd("test")
-        fe = FrontEnd("logmag", cfg.gl_iters)
-        _, pred, _ = classify(judge.classifier, fe.decode(fe.encode(test.audio), torch.Generator().manual_seed(0)))
-        cinfo["held_out_accuracy_after_griffin_lim"] = (pred == test.labels).double().mean().item()
+        cinfo = judge_record(judge, cfg)
         print(json.dumps(cinfo))
-        real_bursts = burst_summary(test.audio)
+        real_bursts = burst_summary(judge.test_x)
         result = {"benchmark": "audio_digits", "profile": cfg.profile, "settings": cfg.as_dict(),
                   "data": {"train": "FSDD v1.0.10 takes 5-49 (2,700 clips)",
                            "held_out": "takes 0-4 (300 clips)",
                            "floor": f"N random training clips vs the held-out clips, mean of {FLOOR_DRAWS} draws"},
                   "classifier": cinfo, "real": {"bursts": real_bursts}, "targets": TARGETS,
-                  "machine": machine_info(cfg.device)}
-
-        for name in ([] if args.skip_main else args.models):
-            start = time.perf_counter()
-            model, info = load_audio_model(args.profile, name, max_seconds=None if args.minutes is None
-                                           else 60 * args.minutes, **(overrides if name == "student" else {}))
-            row = result[name] = {"model": model_record(model, info, time.perf_counter() - start)}
-            for sampler, n, steps, eta, seed in (("ddim", n_per_digit, cfg.ddim_steps, 0.0, cfg.seed + 1),
-                                                 ("ancestral", n_anc, cfg.ancestral_steps, 1.0, cfg.seed + 2)):
-                row[sampler] = score(model, cfg, judge, info["guidance"], n, steps, eta, seed,
-                                     precision=info["train_config"].precision)
-                print(name, sampler, json.dumps({k: v for k, v in row[sampler].items() if k != "per_digit_accuracy"}))
-            row["targets"] = check_targets(name, row, real_bursts["mean"])
-            print(name, "targets", json.dumps(row["targets"]))
-
+                  **score_models(args, cfg, judge, overrides, real_bursts["mean"])}
         if args.diagnose:
             result["diagnosis"] = diagnose(cfg, judge, n_per_digit, args.weights, args.long_steps,
                                            args.reference_run)
-
         if args.compare:
-            table = {}
-            runs = [(name + (", x0 head" if x0_head else ""), name, x0_head)
-                    for x0_head in (False, True) for name in FRONT_ENDS]
-            for row_name, name, x0_head in runs:
-                model, info = load_or_train_audio(cfg, name, train_steps=cfg.compare_steps, v_from_x0=x0_head)
-                table[row_name] = {"parameters": count_parameters(model), "train_steps": info["steps"],
-                                   "train_seconds": round(info["seconds"], 1),
-                                   "final_loss_mean_last_50": sum(info["losses"][-50:]) / len(info["losses"][-50:]),
-                                   **score(model, cfg, judge, cfg.guidance, n_per_digit, cfg.ddim_steps,
-                                           0.0, cfg.seed + 1, front_end=name)}
-                print(row_name, json.dumps(table[row_name]))
-            result["front_ends"] = table
-            # over every row (front end x output head): accuracy first, the Frechet distance
-            # breaks ties (at small budgets several can sit at chance)
-            result["best_front_end"] = max(table, key=lambda k: (round(table[k]["accuracy"], 2),
-                                                                 -table[k]["frechet"]))
-    finally:
-        if args.fresh:
-            shutil.rmtree(os.environ.pop("COURSE_CACHE"), ignore_errors=True)
-            if previous is not None:
-                os.environ["COURSE_CACHE"] = previous
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+            result.update(compare_front_ends(cfg, judge, n_per_digit))
+    print(f"wrote {write_result(args, result, cfg.device)}")
 
 
 if __name__ == "__main__":

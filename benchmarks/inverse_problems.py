@@ -22,20 +22,29 @@ Run it on an otherwise idle machine: torch uses every core.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from diffusion_course.autoencoder import load_denoising_autoencoder
-from diffusion_course.inverse import (METHODS, PROBLEMS, AutoencoderDenoiser, CourseDenoiser, make_problem,
-                                      psnr_ssim, restore, settings_for, study, summary)
-from diffusion_course.judge import load_judge
-from diffusion_course.mnist import to_unit
-from diffusion_course.mnist_ddpm import MODELS, load_mnist_model, test_images
-from diffusion_course.report import machine_info
-from diffusion_course.settings import chapter_settings
+from diffusion_course.course.cli import benchmark_parser, write_result
+from diffusion_course.course.settings import chapter_settings
+from diffusion_course.data.mnist import test_images
+from diffusion_course.data.transforms import to_unit
+from diffusion_course.evaluation.judge import load_judge
+from diffusion_course.models.deepinv import AutoencoderDenoiser, CourseDenoiser
+from diffusion_course.recipes.autoencoder import load_denoising_autoencoder
+from diffusion_course.recipes.inverse import (
+    METHODS,
+    PROBLEMS,
+    make_problem,
+    psnr_ssim,
+    restore,
+    settings_for,
+    study,
+    summary,
+)
+from diffusion_course.recipes.mnist_ddpm import load_mnist_model
 
 TUNE_GRID = {  # geometric grids around each method's usual range (a first, narrower round put the best at the edges)
     "dps": ("dps_weight", (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)),
@@ -68,56 +77,60 @@ def tune(problems, methods, denoiser, dae, steps, n, seed) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", help="profile of the judge, the autoencoder and the student's model")
-    p.add_argument("--model", choices=MODELS, default="reference")
+def parse(argv: list[str] | None):
+    p = benchmark_parser(__doc__, "build/benchmarks/inverse_problems.json", knobs=False,
+                         profile_help="profile of the judge, the autoencoder and the student's model")
     p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--n-images", type=int, default=None, help="test digits (default: chapter 12's n_images)")
     p.add_argument("--steps", type=int, default=None, help="network calls per diffusion sampler "
                    "(default: chapter 12's steps)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tune", action="store_true", help="grid-search the methods' settings instead")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default build/benchmarks/inverse_problems[_tune].json)")
-    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
+    p.add_argument("--tune", action="store_true", help="grid-search the methods' settings instead "
+                   "(default output build/benchmarks/inverse_problems_tune.json)")
+    p.set_defaults(out=None)
     args = p.parse_args(argv)
+    args.out = args.out or Path(f"build/benchmarks/inverse_problems{'_tune' if args.tune else ''}.json")
+    return args
+
+
+def run_study(args, cfg, denoiser, dae) -> dict:
+    """Chapter 12's study on the first ``n_images`` test digits: every problem and method."""
+    test_x, test_y = test_images()
+    x, labels = to_unit(test_x[:cfg.n_images]), test_y[:cfg.n_images]
+    judge = load_judge(args.profile)
+    results = study(args.problems, args.methods, x, labels, denoiser, dae, judge, cfg.steps, cfg.seed)
+    out = {"judge": judge.describe(), "summary": summary(results),
+           "results": {name: {**{k: v for k, v in r.items() if k != "measurement"},
+                              "methods": {m: {k: v for k, v in row.items() if k != "restored"}
+                                          for m, row in r["methods"].items()}}
+                       for name, r in results.items()}}
+    for name, r in out["results"].items():
+        for m, row in r["methods"].items():
+            print(f"{name:15s} {m:15s} PSNR {row['psnr']:6.2f} +- {row['psnr_sd']:.2f}  SSIM {row['ssim']:.3f}  "
+                  f"judge {100 * row['judge_accuracy']:5.1f} %  {1000 * row['seconds_per_image']:7.1f} ms/image")
+    print(json.dumps(out["summary"], indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     cfg = chapter_settings("12", args.profile, model=args.model, n_images=args.n_images, steps=args.steps,
                            seed=args.seed)
-    out_path = args.out or Path(f"build/benchmarks/inverse_problems{'_tune' if args.tune else ''}.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
     net, info = load_mnist_model(args.profile, args.model)
     tcfg = info["train_config"]
     denoiser = CourseDenoiser(net.float(), tcfg.noise_schedule(), tcfg.kind)
     autoencoder, ae_info = load_denoising_autoencoder(chapter_settings("04", args.profile))
     dae = AutoencoderDenoiser(autoencoder)
     result = {"benchmark": "inverse_problems", "profile": args.profile, "model": args.model,
-              "settings": cfg.as_dict(), "autoencoder": {k: ae_info[k] for k in ("path", "trained_now", "seconds")},
-              "machine": machine_info(cfg.device), "note": args.note}
+              "settings": cfg.as_dict(), "autoencoder": {k: ae_info[k] for k in ("path", "trained_now", "seconds")}}
     start = time.perf_counter()
     if args.tune:
         result["tuning"] = tune(args.problems, args.methods, denoiser, dae, cfg.steps, 32, cfg.seed)
     else:
-        test_x, test_y = test_images()
-        x, labels = to_unit(test_x[:cfg.n_images]), test_y[:cfg.n_images]
-        judge = load_judge(args.profile)
-        results = study(args.problems, args.methods, x, labels, denoiser, dae, judge, cfg.steps, cfg.seed)
-        result["judge"] = judge.describe()
-        result["results"] = {name: {**{k: v for k, v in r.items() if k != "measurement"},
-                                    "methods": {m: {k: v for k, v in row.items() if k != "restored"}
-                                                for m, row in r["methods"].items()}}
-                             for name, r in results.items()}
-        result["summary"] = summary(results)
-        for name, r in result["results"].items():
-            for m, row in r["methods"].items():
-                print(f"{name:15s} {m:15s} PSNR {row['psnr']:6.2f} +- {row['psnr_sd']:.2f}  SSIM {row['ssim']:.3f}  "
-                      f"judge {100 * row['judge_accuracy']:5.1f} %  {1000 * row['seconds_per_image']:7.1f} ms/image")
-        print(json.dumps(result["summary"], indent=2))
+        result.update(run_study(args, cfg, denoiser, dae))
     result["seconds"] = time.perf_counter() - start
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out_path}")
+    print(f"wrote {write_result(args, result, cfg.device)}")
 
 
 if __name__ == "__main__":

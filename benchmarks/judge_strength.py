@@ -23,29 +23,22 @@ settings for the profile with the --set overrides, trained into the cache first 
 """
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 
-from diffusion_course.judge import DigitJudge, load_judge, train_judge_classifier
-from diffusion_course.mnist_ddpm import MODELS, N_TEST, load_mnist_model, sample_digits
-from diffusion_course.report import machine_info
-from diffusion_course.runner import parse_value
-from diffusion_course.settings import pick_device
+from diffusion_course.course.cli import benchmark_parser, check_sample_count, knob_overrides, write_result
+from diffusion_course.evaluation.judge import DigitJudge, load_judge, train_judge_classifier
+from diffusion_course.recipes.mnist_ddpm import load_mnist_model, sample_digits
+from diffusion_course.training.device import pick_device
 
 SAMPLE_KEYS = ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio", "confident_fraction",
                "min_class_fraction")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", help="profile of the course's judge and of the student's model")
-    p.add_argument("--model", choices=MODELS, default="reference",
-                   help="the shipped reference, or the student's own chapter-05 model")
-    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="override a chapter-05 knob of the student's model being judged")
+def parse(argv: list[str] | None):
+    p = benchmark_parser(__doc__, "build/benchmarks/judge_strength.json",
+                         profile_help="profile of the course's judge and of the student's model")
     p.add_argument("--epochs", type=int, nargs="+", default=[1, 3, 6, 16],
                    help="classifier training epochs, one judge each")
     p.add_argument("--judge-n-train", type=int, default=60_000,
@@ -53,30 +46,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--sample-steps", type=int, default=100)
     p.add_argument("--eta", type=float, default=1.0)
-    p.add_argument("--out", type=Path, default=Path("build/benchmarks/judge_strength.json"))
-    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args(argv)
     if min(args.epochs) < 1:
         p.error(f"--epochs must be positive, got {args.epochs}")
-    if not 10 <= args.n_samples <= N_TEST:
-        p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
+    check_sample_count(p, args.n_samples)
     if not 100 <= args.judge_n_train <= 60_000:
         p.error("--judge-n-train must lie in 100..60000 (the training split's size)")
+    return args
 
-    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    ema, info = load_mnist_model(args.profile, args.model, **overrides)  # overrides: student only
-    seed, n = info["settings"]["seed"], args.n_samples
-    samples = sample_digits(ema, info["train_config"], n, args.sample_steps, args.eta,
-                            torch.Generator().manual_seed(seed + 1), pick_device())
 
-    course = load_judge(args.profile)
-    report = course.evaluate(samples)
-    course_row = {**course.describe(), "samples": {k: report[k] for k in SAMPLE_KEYS}}
-    print(json.dumps(course_row), flush=True)
+def judge_rows(args, samples: torch.Tensor, profile: str) -> list[dict]:
+    """One judge per number of epochs, each scoring the same samples by the course's protocol."""
     judges = []
     for epochs in args.epochs:
         classifier, cinfo = train_judge_classifier(args.judge_n_train, epochs)
-        judge = DigitJudge(classifier, course.profile, cinfo)  # the course's protocol, this classifier
+        judge = DigitJudge(classifier, profile, cinfo)  # the course's protocol, this classifier
         report = judge.evaluate(samples)
         judges.append({
             "epochs": epochs, "n_train": args.judge_n_train, "trained_now": cinfo["trained_now"],
@@ -84,16 +68,25 @@ def main(argv: list[str] | None = None) -> None:
             **judge.on_real_digits(), "samples": {k: report[k] for k in SAMPLE_KEYS},
         })
         print(json.dumps(judges[-1]), flush=True)
+    return judges
 
-    result = {
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    ema, info = load_mnist_model(args.profile, args.model, **knob_overrides(args))  # overrides: student only
+    seed, n = info["settings"]["seed"], args.n_samples
+    samples = sample_digits(ema, info["train_config"], n, args.sample_steps, args.eta,
+                            torch.Generator().manual_seed(seed + 1), pick_device())
+    course = load_judge(args.profile)
+    report = course.evaluate(samples)
+    course_row = {**course.describe(), "samples": {k: report[k] for k in SAMPLE_KEYS}}
+    print(json.dumps(course_row), flush=True)
+    write_result(args, {
         "benchmark": "judge_strength", "profile": course.profile, "data": info["data"],
         "model": {"source": info["source"], "settings": info["settings"], "train_steps": info["steps"]},
         "sampler": {"steps": args.sample_steps, "eta": args.eta, "n_samples": n, "seed": seed + 1},
-        "course_judge": course_row, "judges": judges,
-        "machine": machine_info(pick_device()), "note": args.note,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+        "course_judge": course_row, "judges": judge_rows(args, samples, course.profile),
+    })
 
 
 if __name__ == "__main__":

@@ -26,20 +26,17 @@ source's three claims restated with these numbers. Trained models are cached
 (``ch13-*``); the JSON holds the report card (seed, schedules and T, sampler and steps, sample
 count and reference set, the judge, hardware, precision, library versions).
 
-Cost (``cpu``, the idle 2-core build machine): training every variant the first time takes
+Cost (``cpu``, an idle 2-core CPU): training every variant the first time takes
 about 45 minutes (five T variants, seven widths, the GAN); with them cached the study takes
 about as long as chapter 13's ``cpu`` run. Run it on an otherwise idle machine.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
-from diffusion_course import quality_compute as qc
-from diffusion_course.compute import resident_peak_mib
-from diffusion_course.judge import load_judge
-from diffusion_course.mnist_ddpm import MODELS, N_TEST
+from diffusion_course.course.cli import benchmark_parser, check_sample_count, write_result
+from diffusion_course.data.mnist import N_TEST
+from diffusion_course.evaluation.compute import resident_peak_mib
+from diffusion_course.evaluation.judge import load_judge
+from diffusion_course.recipes import quality_compute as qc
 
 
 def printable(study: dict) -> dict:
@@ -50,34 +47,29 @@ def printable(study: dict) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", choices=("ci", "cpu", "gpu"), help="the study's budget and judge")
+def parse(argv: list[str] | None):
+    p = benchmark_parser(__doc__, "build/benchmarks/quality_vs_compute.json", model=None, knobs=False,
+                         profile_help="the study's budget and judge")
     p.add_argument("--parts", nargs="+", default=list(qc.PARTS), choices=qc.PARTS, metavar="PART",
                    help=f"which parts (default all: {', '.join(qc.PARTS)})")
     p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                    help="T variants of t_study (default: the profile's, e.g. 'T=100' 'T=100, linear not rescaled')")
     p.add_argument("--n-eval", type=int, default=None, help=f"digits per setting (10..{N_TEST}; default: the profile's)")
-    p.add_argument("--model", choices=MODELS, default=None, help="chapter-05 model of steps_study")
+    p.add_argument("--model", choices=("reference", "student"), default=None, help="chapter-05 model of steps_study")
     p.add_argument("--seed", type=int, default=None, help="seed of the starting noise")
-    p.add_argument("--out", type=Path, default=Path("build/benchmarks/quality_vs_compute.json"))
-    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args(argv)
-    if args.n_eval is not None and not 10 <= args.n_eval <= N_TEST:
-        p.error(f"--n-eval must lie in 10..{N_TEST} (the test split's size)")
+    if args.profile not in ("ci", "cpu", "gpu"):
+        p.error(f"--profile must be one of ci, cpu, gpu, got {args.profile!r}")
+    check_sample_count(p, args.n_eval, "--n-eval")
     known = qc.t_variants(args.profile)
     if args.variants and set(args.variants) - set(known):
         p.error(f"unknown variants {sorted(set(args.variants) - set(known))}; allowed: {', '.join(known)}")
-    variants = {name: known[name] for name in args.variants} if args.variants else None
+    args.variants = {name: known[name] for name in args.variants} if args.variants else None
+    return args
 
-    cfg = qc.settings(args.profile, n_eval=args.n_eval, model=args.model, seed=args.seed)
-    judge = load_judge(args.profile)
-    study = qc.run_study(cfg, judge, args.parts, variants)
-    result = {"benchmark": "quality_vs_compute", "profile": args.profile, "parts": args.parts,
-              "note": args.note, **printable(study), "process_resident_peak_mib": resident_peak_mib()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
+def print_study(study: dict) -> None:
+    """One line per measured setting, and the verdict on each claim."""
     for r in study.get("t_study", []):
         a, b = r["at_common_steps"], r["at_T_steps"]
         print(f"{r['variant']:28s} abar_T {r['alpha_bar_T']:.2e}  {a['steps']:4d} steps: FD/floor "
@@ -95,15 +87,24 @@ def main(argv: list[str] | None = None) -> None:
     for r in study.get("steps_study", []):
         print(f"{r['sampler']:5s} {r['steps']:5d} steps: {1000 * r['seconds_per_image']:7.1f} ms/digit  "
               f"FD/floor {r['frechet_ratio']:6.2f}")
-    if "gan_study" in study:
-        for name in ("diffusion", "gan"):
-            r = study["gan_study"][name]
-            print(f"{name:9s}: FD/floor {r['frechet_ratio']:6.2f}, {1000 * r['seconds_per_image']:.2f} ms/digit, "
-                  f"trained {r['train_seconds']:.0f} s ({r['train_steps']} steps), classes "
-                  f"{r['min_class_fraction']:.1%}-{r['max_class_fraction']:.1%}")
+    for name in ("diffusion", "gan") if "gan_study" in study else ():
+        r = study["gan_study"][name]
+        print(f"{name:9s}: FD/floor {r['frechet_ratio']:6.2f}, {1000 * r['seconds_per_image']:.2f} ms/digit, "
+              f"trained {r['train_seconds']:.0f} s ({r['train_steps']} steps), classes "
+              f"{r['min_class_fraction']:.1%}-{r['max_class_fraction']:.1%}")
     for claim, c in study.get("claims", {}).items():
         print(f"claim '{claim}': " + "; ".join(f"{k} {v}" for k, v in c.items() if k.startswith("verdict")))
-    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    cfg = qc.settings(args.profile, n_eval=args.n_eval, model=args.model, seed=args.seed)
+    study = qc.run_study(cfg, load_judge(args.profile), args.parts, args.variants)
+    path = write_result(args, {"benchmark": "quality_vs_compute", "profile": args.profile, "parts": args.parts,
+                               **printable(study), "process_resident_peak_mib": resident_peak_mib()},
+                        cfg.device)
+    print_study(study)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

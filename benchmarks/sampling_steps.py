@@ -29,21 +29,19 @@ machine makes every step many times slower.
 """
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
-from diffusion_course.judge import load_judge
-from diffusion_course.mnist_ddpm import MODELS, N_TEST, load_mnist_model
-from diffusion_course.report import machine_info
-from diffusion_course.runner import parse_value
-from diffusion_course.sampler_sweep import SAMPLERS, sweep
-from diffusion_course.settings import pick_device
-from diffusion_course.unet import count_parameters
+from diffusion_course.course.cli import benchmark_parser, check_sample_count, knob_overrides, write_result
+from diffusion_course.data.mnist import N_TEST
+from diffusion_course.evaluation.judge import load_judge
+from diffusion_course.models.unet import count_parameters
+from diffusion_course.recipes.mnist_ddpm import load_mnist_model
+from diffusion_course.recipes.sampler_sweep import SAMPLERS, sweep
+from diffusion_course.training.device import pick_device
 
 
 def summary(results: list[dict]) -> dict:
-    """The issue's targets: DDIM at 50 steps >= 15x faster per image than 1000-step ancestral
+    """The targets: DDIM at 50 steps >= 15x faster per image than 1000-step ancestral
     sampling, with an FD at most 25 % above the best setting measured."""
     by = {(r["sampler"], r["steps"]): r for r in results}
     out = {"best": min(results, key=lambda r: r["frechet"]) if results else None}
@@ -56,13 +54,8 @@ def summary(results: list[dict]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", help="profile of the judge and of the student's model")
-    p.add_argument("--model", choices=MODELS, default="reference",
-                   help="the shipped reference, or the student's own chapter-05 model")
-    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="override a chapter-05 knob of the student's model, e.g. train_steps=2000")
+def parse(argv: list[str] | None):
+    p = benchmark_parser(__doc__, "build/benchmarks/sampling_steps.json")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 250, 1000])
     p.add_argument("--samplers", nargs="+", default=["ddpm", "ddim"], choices=sorted(SAMPLERS))
     p.add_argument("--n-samples", type=int, default=1000, help=f"digits per setting (10..{N_TEST})")
@@ -70,24 +63,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1,
                    help="starting-noise seeds per setting (--seed, --seed + 1, ...): FD mean and spread")
-    p.add_argument("--out", type=Path, default=Path("build/benchmarks/sampling_steps.json"))
-    p.add_argument("--note", default=None, help='stored in the JSON, e.g. "machine idle"')
     args = p.parse_args(argv)
-    if not 10 <= args.n_samples <= N_TEST:
-        p.error(f"--n-samples must lie in 10..{N_TEST} (the test split's size)")
+    check_sample_count(p, args.n_samples)
     if args.seeds < 1:
         p.error(f"--seeds must be at least 1, got {args.seeds}")
+    if not all(1 <= s <= 1000 for s in args.steps):     # every chapter-05 model has T = 1000
+        p.error(f"--steps must lie in 1..1000, got {args.steps}")
+    return args
 
-    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    model, info = load_mnist_model(args.profile, args.model, **overrides)  # overrides: student only
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    model, info = load_mnist_model(args.profile, args.model, **knob_overrides(args))  # overrides: student only
     tcfg, device = info["train_config"], pick_device()
-    schedule = tcfg.noise_schedule()
-    bad = [s for s in args.steps if not 1 <= s <= schedule.T]
-    if bad:
-        p.error(f"--steps must lie in 1..{schedule.T}, got {bad}")
     judge = load_judge(args.profile)
-
-    n = args.n_samples
     seeds = list(range(args.seed, args.seed + args.seeds))
     result = {
         "benchmark": "sampling_steps", "profile": judge.profile, "model": info["source"],
@@ -95,15 +84,14 @@ def main(argv: list[str] | None = None) -> None:
         "model_trained_now": info["trained_now"], "model_train_steps": info["steps"],
         "kind": tcfg.kind, "precision": tcfg.precision, "schedule": f"{tcfg.schedule}, T = {tcfg.T}",
         "samplers": {s: SAMPLERS[s] for s in args.samplers}, "clip_x0": True, "spacing": "uniform",
-        "n_samples": n, "seed": args.seed, "seeds": seeds, "sample_batch": args.sample_batch,
-        "judge": judge.describe(), "machine": machine_info(device), "note": args.note,
-        "results": [],
+        "n_samples": args.n_samples, "seed": args.seed, "seeds": seeds, "sample_batch": args.sample_batch,
+        "judge": judge.describe(), "results": [],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for row in sweep(model, tcfg, judge, args.samplers, args.steps, n, seeds, device, args.sample_batch):
+    for row in sweep(model, tcfg, judge, args.samplers, args.steps, args.n_samples, seeds, device,
+                     args.sample_batch):
         result["results"].append(row)
         result["summary"] = summary(result["results"])
-        args.out.write_text(json.dumps(result, indent=2) + "\n")  # an interrupted run keeps its rows
+        write_result(args, result, device)  # an interrupted run keeps its rows
         print(f"{row['sampler']:5s} {row['steps']:5d} steps: {1000 * row['seconds_per_image']:8.2f} ms/image  "
               f"FD {row['frechet']:8.3f}  FD/floor {row['frechet_ratio']:6.2f}  "
               f"confident {row['confident_fraction']:.1%}", flush=True)

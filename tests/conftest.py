@@ -38,7 +38,7 @@ def ci_judge_cache(tmp_path_factory):
     """A cache folder holding the `ci` judge, trained once per test session, and the judge:
     tests that run commands in an empty cache copy it in (``seed_cache``) instead of each
     training their own (about 8 s each)."""
-    from diffusion_course import judge as judge_module
+    from diffusion_course.evaluation import judge as judge_module
 
     root = data_root_with(*MNIST_FILES, what="real MNIST (both splits)")
     cache = tmp_path_factory.mktemp("ci-judge-cache")

@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_course import ardm
+from diffusion_course.data import mnist
+from diffusion_course.diffusion import ardm
+from diffusion_course.models import ardm as models_ardm
+from diffusion_course.recipes import variants
 
 
 def gen(seed=0):
@@ -54,17 +57,17 @@ def nll_by_hand(logits, x):
 def test_threshold_binarisation_is_byte_128_and_up():
     bytes_ = torch.tensor([0, 1, 127, 128, 200, 255], dtype=torch.float32)
     x = bytes_ / 127.5 - 1                                # load_mnist's scaling to [-1, 1]
-    assert ardm.binarise(x).tolist() == [0, 0, 0, 1, 1, 1]
-    assert ardm.binarise(x, threshold=0.9).tolist() == [0, 0, 0, 0, 0, 1]
+    assert mnist.binarise(x).tolist() == [0, 0, 0, 1, 1, 1]
+    assert mnist.binarise(x, threshold=0.9).tolist() == [0, 0, 0, 0, 0, 1]
 
 
 def test_bernoulli_binarisation_is_seeded_with_the_intensity_as_probability():
     x = torch.full((200_000,), 0.5)                      # intensity (0.5 + 1) / 2 = 0.75
-    a = ardm.binarise(x, "bernoulli", generator=gen(1))
-    assert torch.equal(a, ardm.binarise(x, "bernoulli", generator=gen(1)))
+    a = mnist.binarise(x, "bernoulli", generator=gen(1))
+    assert torch.equal(a, mnist.binarise(x, "bernoulli", generator=gen(1)))
     assert a.mean().item() == pytest.approx(0.75, abs=0.005)
     with pytest.raises(ValueError, match="allowed: threshold, bernoulli"):
-        ardm.binarise(x, "otsu")
+        mnist.binarise(x, "otsu")
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,7 +184,7 @@ def test_bad_group():
 # ---------------------------------------------------------------------------------------
 def test_ardm_net_starts_at_one_bit_per_pixel_and_never_sees_unknown_pixels():
     torch.manual_seed(0)
-    net = ardm.ARDMNet(base=8, mults=(1, 2), attention_levels=(), size=8)
+    net = models_ardm.ARDMNet(base=8, mults=(1, 2), attention_levels=(), size=8)
     x = (torch.rand(4, 1, 8, 8, generator=gen(1)) < 0.4).float()
     loss, _ = ardm.ardm_loss(net, x, gen(2))
     assert ardm.bits_per_dim(loss.item(), 64) == pytest.approx(1.0, abs=1e-6)   # all logits 0 at first
@@ -202,7 +205,7 @@ def test_training_lowers_the_loss_below_one_bit():
     data = stripes[torch.randint(0, 2, (256,), generator=g)]
     data = torch.where(torch.rand(data.shape, generator=g) < 0.03, 1 - data, data)
     torch.manual_seed(0)
-    net = ardm.ARDMNet(base=8, mults=(1, 2), attention_levels=(), size=8)
-    run = ardm.train_ardm(net, data, steps=40, batch_size=32, lr=3e-3, progress=False)
+    net = models_ardm.ARDMNet(base=8, mults=(1, 2), attention_levels=(), size=8)
+    run = variants.train_ardm(net, data, steps=40, batch_size=32, lr=3e-3, progress=False)
     assert len(run.losses) == 40 and run.losses[0] == pytest.approx(1.0, abs=1e-6)
     assert sum(run.losses[-10:]) / 10 < 0.6

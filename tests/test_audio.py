@@ -1,6 +1,5 @@
 """Audio maths: STFT round trip, the mel filterbank, WAV files, Griffin-Lim, the angle
 schedule with the v-parameterisation, the 1-D U-Net and the chapter's front ends."""
-import io
 import math
 import wave
 
@@ -8,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_course import audio
-from diffusion_course.audio_diffusion import BINS, FRAMES, LENGTH, FrontEnd, _shift_frames
-from diffusion_course.objectives import target, to_x0_eps
-from diffusion_course.sampling import predict
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.unet1d import UNet1d
+from diffusion_course.course import players
+from diffusion_course.data import audio
+from diffusion_course.evaluation import speech
+from diffusion_course.data.front_ends import BINS, FRAMES, FrontEnd, LENGTH
+from diffusion_course.evaluation.speech import _shift_frames
+from diffusion_course.diffusion.objectives import target, to_x0_eps
+from diffusion_course.diffusion.sampling import predict
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.models.unet1d import UNet1d
 
 
 def _chirp(n=LENGTH, seed=0):
@@ -81,26 +83,26 @@ def test_griffin_lim_reduces_spectral_error():
 
 
 def test_player_grid_embeds_wavs():
-    html = audio.player_grid([[np.zeros(80), np.ones(80) * 0.1]], ["zero"], ["a", "b"]).data
+    html = players.player_grid([[np.zeros(80), np.ones(80) * 0.1]], ["zero"], ["a", "b"]).data
     assert html.count("<audio") == 2 and "data:audio/wav;base64," in html and "<th>zero</th>" in html
     assert "data-file" not in html                          # unnamed: nothing for the runner to write
 
 
 def test_named_player_grid_round_trips_its_wavs():
-    from diffusion_course.report import named_clips
+    from diffusion_course.course.report import named_clips
 
     clips = [[np.zeros(1024), np.full(1024, 0.5)], [np.full(1024, -0.5), np.zeros(1024)]]
-    html = audio.player_grid(clips, ["digit 0", "digit 1"], ["real", "student 1"], name="grid").data
+    html = players.player_grid(clips, ["digit 0", "digit 1"], ["real", "student 1"], name="grid").data
     files = named_clips(html)
     assert sorted(files) == ["grid/digit-0_real.wav", "grid/digit-0_student-1.wav",
                              "grid/digit-1_real.wav", "grid/digit-1_student-1.wav"]
     assert files["grid/digit-0_student-1.wav"] == audio.wav_bytes(clips[0][1])
-    with_specs = audio.player_grid(clips, ["digit 0", "digit 1"], ["real", "student 1"], spectrograms=True).data
+    with_specs = players.player_grid(clips, ["digit 0", "digit 1"], ["real", "student 1"], spectrograms=True).data
     assert with_specs.count("<audio") == with_specs.count('<img alt="spectrogram') == 4
-    assert audio.spectrogram_png(np.zeros(1024))[:8] == b"\x89PNG\r\n\x1a\n"
+    assert players.spectrogram_png(np.zeros(1024))[:8] == b"\x89PNG\r\n\x1a\n"
     for bad in ("../up.wav", "/abs.wav", "grid/.hidden.wav", "a b.wav", "clip.mp3"):
         with pytest.raises(ValueError, match="must be a relative path"):
-            audio.audio_player_html(np.zeros(8), file=bad)
+            players.audio_player_html(np.zeros(8), file=bad)
 
 
 def test_angle_schedule_v_conversions_round_trip():
@@ -216,21 +218,21 @@ def test_burst_count_counts_separated_voiced_segments():
     stop = torch.cat([_tone(0.2), silence(0.04), _tone(0.2)])          # a short pause inside a word
     click = torch.cat([_tone(0.3), silence(0.3), _tone(0.02)])         # a 20 ms click is not a burst
     quiet = torch.cat([_tone(0.3), silence(0.3), _tone(0.2, amp=0.005)])   # 40 dB down: not voiced
-    assert [audio.burst_count(c) for c in (one, two, stop, click, quiet)] == [1, 2, 1, 1, 1]
-    assert audio.burst_count(silence(0.5)) == 0 and audio.burst_count(torch.zeros(10)) == 0
-    (start, end), = audio.voiced_segments(one)
+    assert [speech.burst_count(c) for c in (one, two, stop, click, quiet)] == [1, 2, 1, 1, 1]
+    assert speech.burst_count(silence(0.5)) == 0 and speech.burst_count(torch.zeros(10)) == 0
+    (start, end), = speech.voiced_segments(one)
     assert abs(start - 0.2) <= 0.02 and abs(end - 0.5) <= 0.02
 
 
 def test_real_spoken_digits_are_mostly_one_or_two_bursts(fsdd_root):
-    from diffusion_course import fsdd
+    from diffusion_course.data import fsdd
     clips = fsdd.load_fsdd("test", root=fsdd_root).audio[:100]
-    counts = torch.tensor([audio.burst_count(c) for c in clips], dtype=torch.float)
+    counts = torch.tensor([speech.burst_count(c) for c in clips], dtype=torch.float)
     assert ((counts >= 1) & (counts <= 2)).float().mean() >= 0.9, counts.tolist()
 
 
 def test_burst_summary_energy_centre_and_the_floor_at_the_same_n():
-    from diffusion_course.audio_diffusion import burst_summary, energy_centre
+    from diffusion_course.evaluation.speech import burst_summary, energy_centre
 
     sr, n = 8000, 8192
     t = torch.arange(n) / sr
@@ -246,17 +248,18 @@ def test_burst_summary_energy_centre_and_the_floor_at_the_same_n():
 def test_the_floor_at_the_same_n_shrinks_as_n_grows():
     """An FD from fewer clips is larger: the judge draws its floor at the N of the clips scored,
     once per N."""
-    from diffusion_course.audio_diffusion import AudioJudge, DigitClassifier, classify
+    from diffusion_course.evaluation.speech import AudioJudge
+    from diffusion_course.models.classifier import SpokenDigitClassifier
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     pool, real = torch.randn(400, 2048, generator=g) * 0.3, torch.randn(200, 2048, generator=g) * 0.3
-    judge = AudioJudge(DigitClassifier(), real, torch.zeros(len(real), dtype=torch.long), pool)
+    judge = AudioJudge(SpokenDigitClassifier(), real, torch.zeros(len(real), dtype=torch.long), pool)
     small, large = (judge.evaluate(pool[:n], torch.zeros(n, dtype=torch.long)) for n in (40, 200))
     assert small["frechet_floor"] > large["frechet_floor"] > 0 and small["floor_n"] == 40
     assert small["frechet_ratio"] == pytest.approx(small["frechet"] / small["frechet_floor"])
     assert judge.floor(40) is judge.floor(40)                   # computed once
-    _, pred, _ = classify(judge.classifier, real)
-    assert judge.held_out_accuracy == pytest.approx((pred == 0).double().mean().item())
+    _, pred, _ = judge.classify(real)
+    assert judge.test_accuracy == pytest.approx((pred == 0).double().mean().item())
     assert small["accuracy"] == pytest.approx(small["per_digit_accuracy"][0]) and len(small["per_digit_accuracy"]) == 1
     assert set(small["bursts"]) >= {"mean", "one", "two", "three_or_more"}

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_course.autoencoder import Autoencoder, add_noise, train_autoencoder
+from diffusion_course.models.autoencoder import Autoencoder
+from diffusion_course.recipes.autoencoder import add_noise, train_autoencoder
 
 from synthetic import tiny_digits
 
@@ -59,9 +60,9 @@ def test_bad_arguments():
 def test_chapter04_autoencoder_is_trained_once_then_loaded(tmp_path, monkeypatch, real_data_root):
     """``load_denoising_autoencoder`` is chapter 04's recipe, owned by the package: the first call
     trains and caches, the second loads the same weights; a corrupt cache file is an error."""
-    from diffusion_course.autoencoder import load_denoising_autoencoder
-    from diffusion_course.settings import chapter_settings
-    from diffusion_course.training import CheckpointError
+    from diffusion_course.recipes.autoencoder import load_denoising_autoencoder
+    from diffusion_course.course.settings import chapter_settings
+    from diffusion_course.training.checkpoints import CheckpointError
 
     monkeypatch.setenv("COURSE_DATA_ROOT", str(real_data_root))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
@@ -76,7 +77,7 @@ def test_chapter04_autoencoder_is_trained_once_then_loaded(tmp_path, monkeypatch
     # the recipe is chapter 04's: seeded initialisation, then train_autoencoder with its generator
     torch.manual_seed(cfg.seed)
     by_hand = Autoencoder(channels=(8, 16), latent_channels=cfg.latent_channels)
-    from diffusion_course.mnist_ddpm import training_images
+    from diffusion_course.data.mnist import training_images
     train_autoencoder(by_hand, training_images(100)[0], 3, 4, cfg.lr, noise_std=(0.0, cfg.max_noise_std),
                       generator=torch.Generator().manual_seed(cfg.seed))
     with torch.no_grad():

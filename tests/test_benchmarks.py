@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from conftest import REPO, seed_cache
-from diffusion_course import judge as judge_module
-from diffusion_course.mnist_ddpm import REFERENCE_RECIPES
+from diffusion_course.evaluation import judge as judge_module
+from diffusion_course.recipes.mnist_ddpm import REFERENCE_RECIPES
 
 MNIST_TOY = ["--profile", "ci", "--model", "student", "--set", "n_train=300"]
 
@@ -81,7 +81,7 @@ def test_ddpm_mnist_scores_the_reference(tmp_path, real_data_root, ci_judge_cach
                            tmp_path, real_data_root, ci_judge_cache, subprocess_run=True)  # as a command
     assert result["model"] == "reference" and not result["trained_now"] and result["train_complete"]
     assert result["train_steps_done"] == REFERENCE_RECIPES["mnist-ddpm"]["overrides"]["train_steps"]
-    assert result["train_command"] == "python -m diffusion_course.reference mnist-ddpm"
+    assert result["train_command"] == "python -m diffusion_course.recipes.references mnist-ddpm"
     assert result["train_seconds"] > 0 and result["train_machine"]["cpu"]
     check_report(result["evaluation"], 40)
     check_judge(result["judge"])

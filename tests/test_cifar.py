@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_course import cifar
-from diffusion_course.data import DataNotFoundError
+from diffusion_course.data import cifar
+from diffusion_course.data.download import DataNotFoundError
 
 PER_BATCH = 3
 

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from diffusion_course import compute
+from diffusion_course.evaluation import compute
 
 
 @pytest.mark.parametrize("c_in,c_out,k,size,stride,groups", [

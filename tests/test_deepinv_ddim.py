@@ -1,5 +1,5 @@
 """Our DDIM (eta = 0) against deepinv's DDIMSolver, the model wrapped as deepinv's denoiser
-(sde.deepinv_vp_sde), from the same starting noise. Offline: nothing is downloaded.
+(models.deepinv.deepinv_vp_sde), from the same starting noise. Offline: nothing is downloaded.
 
 deepinv's ancestral step x_s = (a_s / a_t) x_t + a_t a_s sigma_t^2 (1 - sigma_s / sigma_t) score
 with score = -eps_hat / s_t is, in exact arithmetic, the DDIM step a_s x0_hat + s_s eps_hat, and
@@ -18,11 +18,12 @@ import torch
 deepinv = pytest.importorskip("deepinv")
 from deepinv.sampling import DDIMSolver  # noqa: E402
 
-from diffusion_course.mnist_ddpm import make_unet  # noqa: E402
-from diffusion_course.sampling import sample, timesteps  # noqa: E402
-from diffusion_course.schedules import NoiseSchedule  # noqa: E402
-from diffusion_course.sde import DeepinvDenoiser, deepinv_vp_sde  # noqa: E402
-from diffusion_course.toy2d import MixtureDenoiser, ring_centers  # noqa: E402
+from diffusion_course.data.toy2d import ring_centers  # noqa: E402
+from diffusion_course.diffusion.sampling import sample, timesteps  # noqa: E402
+from diffusion_course.diffusion.schedules import NoiseSchedule  # noqa: E402
+from diffusion_course.models.deepinv import DeepinvDenoiser, deepinv_vp_sde  # noqa: E402
+from diffusion_course.models.toy2d import MixtureDenoiser  # noqa: E402
+from diffusion_course.recipes.mnist_ddpm import make_unet  # noqa: E402
 
 TOL = 1e-4
 

@@ -5,8 +5,9 @@ import re
 import nbformat
 import pytest
 
-from diffusion_course import editions, runner
-from diffusion_course.runner import list_chapters
+from diffusion_course.course import editions
+from diffusion_course.course import runner
+from diffusion_course.course.runner import list_chapters
 
 CHAPTERS = list_chapters()
 

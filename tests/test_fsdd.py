@@ -7,8 +7,8 @@ import wave
 import numpy as np
 import pytest
 
-from diffusion_course import fsdd
-from diffusion_course.data import DataNotFoundError
+from diffusion_course.data import fsdd
+from diffusion_course.data.download import DataNotFoundError
 
 
 def _burst(n_before: int, n_speech: int, n_after: int, amp: float = 0.5) -> np.ndarray:

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from diffusion_course.gan import DCGANDiscriminator, DCGANGenerator, train_gan
+from diffusion_course.models.gan import DCGANDiscriminator, DCGANGenerator
+from diffusion_course.training.gan import train_gan
 
 
 def test_dcgan_shapes_and_range():
@@ -36,8 +37,8 @@ def test_a_wall_time_budget_stops_the_run_and_says_how_far_it_got():
 
 
 def test_a_gan_trained_for_a_budget_is_cached_with_its_step_count(tmp_path, monkeypatch):
-    from diffusion_course.gan import load_or_train_gan
-    from diffusion_course.training import CheckpointError
+    from diffusion_course.training.gan import load_or_train_gan
+    from diffusion_course.training.checkpoints import CheckpointError
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     data = lambda: torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1  # noqa: E731

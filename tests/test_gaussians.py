@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from diffusion_course.gaussians import (kl_diag_normal, kl_monte_carlo, kl_normal,
-                                        normal_log_pdf, normal_pdf)
+from diffusion_course.diffusion.gaussians import (kl_diag_normal, kl_monte_carlo, kl_normal,
+                                                  normal_log_pdf, normal_pdf)
 
 
 def test_pdf_normaliser_and_integral():

@@ -3,11 +3,11 @@ guidance formula at w = 0 and w = 1, determinism, and that guidance sharpens cla
 import pytest
 import torch
 
-from diffusion_course.sampling import guidance_weights, predict, sample, sdedit
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.toy2d import MixtureDenoiser
-from diffusion_course.training import TrainConfig, train
-from diffusion_course.unet import UNet
+from diffusion_course.diffusion.sampling import guidance_weights, predict, sample, sdedit
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.models.toy2d import MixtureDenoiser
+from diffusion_course.training.loop import train, TrainConfig
+from diffusion_course.models.unet import UNet
 
 
 class CondMixture(torch.nn.Module):
@@ -210,8 +210,8 @@ def test_sdedit_with_a_label_moves_towards_the_class():
 def test_cond_train_config_is_the_chapter05_recipe_with_label_dropout():
     from dataclasses import asdict
 
-    from diffusion_course.mnist_ddpm import LABEL_DROPOUT, train_config
-    from diffusion_course.settings import chapter_settings
+    from diffusion_course.recipes.mnist_ddpm import LABEL_DROPOUT, train_config
+    from diffusion_course.course.settings import chapter_settings
 
     cfg = chapter_settings("05", "cpu")
     base, cond = asdict(train_config(cfg)), asdict(train_config(cfg, conditional=True))
@@ -221,7 +221,7 @@ def test_cond_train_config_is_the_chapter05_recipe_with_label_dropout():
 
 
 def test_conditional_mnist_model_trains_and_is_cached(real_data_root, tmp_path, monkeypatch):
-    from diffusion_course.mnist_ddpm import load_mnist_model
+    from diffusion_course.recipes.mnist_ddpm import load_mnist_model
 
     monkeypatch.setenv("COURSE_DATA_ROOT", str(real_data_root))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))

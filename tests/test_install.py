@@ -17,7 +17,8 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from diffusion_course import colab, paths
+from diffusion_course.course import colab
+from diffusion_course.data import paths
 
 
 # -- paths.py --------------------------------------------------------------------------
@@ -45,7 +46,8 @@ def test_installed_mode_uses_the_working_directory(monkeypatch, tmp_path):
 
 def test_one_place_decides():
     """training.cache_dir and data.data_root are paths.py's, not second copies."""
-    from diffusion_course import data, training
+    from diffusion_course.data import download as data
+    from diffusion_course.data import paths as training
     assert training.cache_dir is paths.cache_dir and data.data_root() == paths.data_dir()
     for module in ("data", "training", "runner", "colab"):
         source = (REPO / "src" / "diffusion_course" / f"{module}.py").read_text()

@@ -8,12 +8,13 @@ import torch
 
 dinv = pytest.importorskip("deepinv")
 
-from diffusion_course import inverse  # noqa: E402
-from diffusion_course.inverse import (CourseDenoiser, MethodSettings, deepinv_dps, dps_sample,  # noqa: E402
-                                      dps_step, make_problem, restore)
-from diffusion_course.mnist_ddpm import make_unet  # noqa: E402
-from diffusion_course.sampling import predict  # noqa: E402
-from diffusion_course.schedules import NoiseSchedule  # noqa: E402
+from diffusion_course.diffusion.dps import dps_sample, dps_step  # noqa: E402
+from diffusion_course.diffusion.sampling import predict  # noqa: E402
+from diffusion_course.diffusion.schedules import NoiseSchedule  # noqa: E402
+from diffusion_course.models.deepinv import CourseDenoiser, deepinv_dps  # noqa: E402
+from diffusion_course.recipes import inverse  # noqa: E402
+from diffusion_course.recipes.inverse import MethodSettings, make_problem, restore  # noqa: E402
+from diffusion_course.recipes.mnist_ddpm import make_unet  # noqa: E402
 
 SCHED = NoiseSchedule.make("linear", 1000)
 

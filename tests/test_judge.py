@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from diffusion_course import judge as judge_module
-from diffusion_course.judge import JUDGE_RECIPES, load_judge
+from diffusion_course.evaluation import judge as judge_module
+from diffusion_course.evaluation.judge import JUDGE_RECIPES, load_judge
 
 
 @pytest.fixture(scope="module")

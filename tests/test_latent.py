@@ -3,15 +3,17 @@ import math
 import pytest
 import torch
 
-from diffusion_course import latent
-from diffusion_course.autoencoder import Autoencoder
-from diffusion_course.latent import (LatentAutoencoder, LatentCodec, LatentDiffusion, autoencoder_loss,
-                                     fit_scaling, kl_to_standard_normal, load_or_train_codec,
-                                     load_or_train_latent_ddpm, make_latent_unet,
-                                     reconstruction_report, train_latent_autoencoder)
-from diffusion_course.sampling import sample
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.settings import chapter_settings
+from diffusion_course.recipes import latent
+from diffusion_course.models.autoencoder import Autoencoder
+from diffusion_course.models.autoencoder import LatentAutoencoder, LatentCodec
+from diffusion_course.recipes.latent import (autoencoder_loss, fit_scaling, LatentDiffusion,
+                                             load_or_train_codec, load_or_train_latent_ddpm,
+                                             make_latent_unet, reconstruction_report,
+                                             train_latent_autoencoder)
+from diffusion_course.diffusion.gaussians import kl_to_standard_normal
+from diffusion_course.diffusion.sampling import sample
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.course.settings import chapter_settings
 
 from synthetic import tiny_digits
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_course.metrics import frechet_distance, frechet_from_features, sqrtm_psd
+from diffusion_course.evaluation.frechet import frechet_distance, frechet_from_features, sqrtm_psd
 
 
 def test_frechet_of_a_set_with_itself_is_zero():
@@ -42,9 +42,11 @@ def test_sqrtm_psd_squares_back():
 
 
 # --- chapter 06: the careless route, pixel Wasserstein, sample-size bias, report card ------
-from diffusion_course.metrics import (MNISTClassifier, accuracy, classify, evaluate_samples,
-                                      frechet_floor, frechet_naive_from_features, gaussian_stats,
-                                      judge_real, pixel_wasserstein)
+from diffusion_course.models.classifier import ImageClassifier as ImageClassifier
+from diffusion_course.evaluation.judge import (accuracy, classify, evaluate_samples, frechet_floor,
+                                               judge_real)
+from diffusion_course.evaluation.frechet import (frechet_naive_from_features, gaussian_stats,
+                                                 pixel_wasserstein)
 
 
 def _relu_features(n, d, seed):
@@ -132,7 +134,7 @@ def test_frechet_bias_shrinks_like_one_over_n():
 
 def test_accuracy_and_report_card_on_an_untrained_classifier():
     torch.manual_seed(10)
-    model = MNISTClassifier().eval()
+    model = ImageClassifier().eval()
     g = torch.Generator().manual_seed(10)
     x = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
     _, pred, conf = classify(model, x)
@@ -166,7 +168,7 @@ def test_floor_draws_random_subsets_not_the_first_n():
     """Training images stored in two writer groups (like MNIST): the first n are all one group,
     so FD(pool[:n], held-out) measures the groups' difference; random draws do not."""
     torch.manual_seed(12)
-    model = MNISTClassifier().eval()
+    model = ImageClassifier().eval()
     g = torch.Generator().manual_seed(12)
     def writers(n, shift):
         return (torch.rand(n, 1, 28, 28, generator=g) - 0.5 + shift).clamp(-1, 1)
@@ -203,7 +205,7 @@ def _two_class_toy(n=320, seed=11):
 
 
 def test_classifier_trains_and_is_cached(tmp_path, monkeypatch):
-    from diffusion_course.metrics import load_or_train_classifier
+    from diffusion_course.evaluation.judge import load_or_train_classifier
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     x, y = _two_class_toy()
@@ -219,7 +221,7 @@ def test_classifier_trains_and_is_cached(tmp_path, monkeypatch):
 
 
 def test_nearest_neighbour_distances_match_brute_force_and_find_copies():
-    from diffusion_course.metrics import nearest_neighbour_distances
+    from diffusion_course.evaluation.coverage import nearest_neighbour_distances
 
     g = torch.Generator().manual_seed(0)
     ref, x = torch.rand(300, 1, 28, 28, generator=g), torch.rand(37, 1, 28, 28, generator=g)

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from diffusion_course import mixture_noise as mn
-from diffusion_course.objectives import diffusion_loss
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.toy2d import MLPDenoiser
-from diffusion_course.training import TrainConfig, train
+from diffusion_course.diffusion import mixture_noise as mn
+from diffusion_course.recipes import variants
+from diffusion_course.diffusion.objectives import diffusion_loss
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.models.toy2d import MLPDenoiser
+from diffusion_course.training.loop import train, TrainConfig
 
 SETTINGS = [(0.5, 0.5), (0.2, 0.5), (0.1, 0.3), (0.7, 0.8), (0.3, 1.0)]
 
@@ -279,7 +280,7 @@ def test_train_toy_with_gaussian_noise_is_training_train():
     cfg = TrainConfig(steps=6, batch_size=32, lr=1e-2, warmup=2, T=20, schedule="cosine", seed=3)
     pts = torch.randn(200, 2, generator=gen(0))
     torch.manual_seed(0)
-    a = mn.train_toy(MLPDenoiser(hidden=16, depth=2, T=20), pts, cfg, noise="gaussian")
+    a = variants.train_toy(MLPDenoiser(hidden=16, depth=2, T=20), pts, cfg, noise="gaussian")
     torch.manual_seed(0)
     b = train(MLPDenoiser(hidden=16, depth=2, T=20), pts, cfg, progress=False)
     assert a.losses == pytest.approx(b.losses, rel=1e-6) and a.step == b.step == 6
@@ -293,16 +294,16 @@ def test_train_toy_with_mixture_noise_runs_and_is_deterministic():
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        runs.append(mn.train_toy(MLPDenoiser(hidden=16, depth=2, T=20), pts, cfg, "mixture", p=0.2, phi=0.5))
+        runs.append(variants.train_toy(MLPDenoiser(hidden=16, depth=2, T=20), pts, cfg, "mixture", p=0.2, phi=0.5))
     assert runs[0].losses == runs[1].losses and all(math.isfinite(v) for v in runs[0].losses)
     with pytest.raises(ValueError, match="must lie in"):
-        mn.train_toy(MLPDenoiser(hidden=16, depth=2, T=20), pts, cfg, "mixture", p=1.5)
+        variants.train_toy(MLPDenoiser(hidden=16, depth=2, T=20), pts, cfg, "mixture", p=1.5)
 
 
 def test_gaussian_sampler_is_the_course_ddpm_sampler():
     """With Gaussian noise ``sample_with_noise`` is DDPM ancestral sampling: the same numbers
     as ``sampling.sample`` (eta = 1, all steps, no clipping) under the same generator."""
-    from diffusion_course.sampling import sample
+    from diffusion_course.diffusion.sampling import sample
 
     torch.manual_seed(0)
     net, sched = MLPDenoiser(hidden=16, depth=2, T=20), NoiseSchedule.make("cosine", 20)

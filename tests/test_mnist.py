@@ -5,8 +5,9 @@ import urllib.request
 import pytest
 import torch
 
-from diffusion_course import data, mnist
-from diffusion_course.data import DataNotFoundError
+from diffusion_course.data import download as data
+from diffusion_course.data import mnist
+from diffusion_course.data.download import DataNotFoundError
 
 
 def _offline(monkeypatch):

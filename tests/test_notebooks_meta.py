@@ -7,8 +7,9 @@ import re
 import nbformat
 import pytest
 
-from diffusion_course import colab, settings
-from diffusion_course.runner import REPO_ROOT, list_chapters
+from diffusion_course.course import colab
+from diffusion_course.course import settings
+from diffusion_course.course.runner import list_chapters, REPO_ROOT
 
 CHAPTERS = list_chapters()
 

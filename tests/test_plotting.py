@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion_course.plotting import tile
+from diffusion_course.course.plotting import tile
 
 
 def test_tile_places_each_image_and_leaves_white_borders():

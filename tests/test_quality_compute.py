@@ -8,9 +8,9 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from diffusion_course import quality_compute as qc
-from diffusion_course.mnist_ddpm import train_config
-from diffusion_course.unet import count_parameters
+from diffusion_course.recipes import quality_compute as qc
+from diffusion_course.recipes.mnist_ddpm import train_config
+from diffusion_course.models.unet import count_parameters
 
 
 def test_rescaled_variants_end_equally_noisy_and_the_trap_does_not():
@@ -37,7 +37,7 @@ def test_variants_are_chapter_05s_recipe_but_for_schedule_and_T():
         assert {k for k in base if base[k] != variant[k]} <= {"schedule", "T"}
         assert (variant["schedule"], variant["T"]) == (schedule, T)
     assert base["steps"] == cfg.train_steps == 1_200
-    from diffusion_course.settings import chapter_settings
+    from diffusion_course.course.settings import chapter_settings
     assert chapter_settings("05", "cpu").train_steps == 4_000, "chapter 05's own settings untouched"
     for profile in ("ci", "cpu", "gpu"):
         assert chapter_settings("05", profile).base_width in qc.WIDTHS[profile]

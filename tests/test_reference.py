@@ -5,16 +5,21 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from diffusion_course import mnist_ddpm, reference
-from diffusion_course.mnist_ddpm import REFERENCE_RECIPES, load_mnist_model, make_unet, reference_settings
-from diffusion_course.reference import ReferenceError, load_reference, read_reference, reference_path
-from diffusion_course.settings import chapter_settings
+from diffusion_course.data import mnist
+from diffusion_course.recipes import mnist_ddpm
+from diffusion_course.recipes import references
+from diffusion_course.training import references as reference
+from diffusion_course.recipes.mnist_ddpm import (load_mnist_model, make_unet, REFERENCE_RECIPES,
+                                                 reference_settings)
+from diffusion_course.training.references import (load_reference, read_reference, reference_path,
+                                                  ReferenceError)
+from diffusion_course.course.settings import chapter_settings
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_RECIPES))
 def test_shipped_file_matches_its_pin_and_recipe(name):
     path = reference_path(name)
-    assert path.exists(), f"{path} is missing: train it with `python -m diffusion_course.reference {name}`"
+    assert path.exists(), f"{path} is missing: train it with `python -m diffusion_course.recipes.references {name}`"
     assert path.stat().st_size <= 6_000_000
     assert reference.sha256sum(path) == reference.SHA256[name]
     blob = read_reference(name)                       # torch.load(weights_only=True) inside
@@ -22,8 +27,8 @@ def test_shipped_file_matches_its_pin_and_recipe(name):
     cfg = reference_settings(name)
     assert blob["train_config"] == asdict(mnist_ddpm.train_config(cfg, recipe["conditional"]))
     assert blob["settings"]["train_steps"] == recipe["overrides"]["train_steps"] == blob["train_steps"]
-    assert blob["data"] == mnist_ddpm.data_spec(cfg.n_train)
-    assert blob["command"] == f"python -m diffusion_course.reference {name}"
+    assert blob["data"] == mnist.data_spec(cfg.n_train)
+    assert blob["command"] == f"python -m diffusion_course.recipes.references {name}"
     assert all(v.dtype == torch.float16 for v in blob["weights"].values() if v.is_floating_point())
 
 
@@ -60,7 +65,7 @@ def _tiny_reference(tmp_path, monkeypatch, tamper=None):
     cfg = chapter_settings("05", "ci", base_width=8, train_steps=2)
     tcfg = mnist_ddpm.train_config(cfg)
     model = make_unet(cfg)
-    info = {"losses": [0.5, 0.4], "steps": 2, "seconds": 1.0, "data": mnist_ddpm.data_spec(cfg.n_train)}
+    info = {"losses": [0.5, 0.4], "steps": 2, "seconds": 1.0, "data": mnist.data_spec(cfg.n_train)}
     path = reference.export_reference("mnist-ddpm", model, tcfg, info, {"train_steps": 2}, "cmd",
                                       tmp_path / "ref.pt")
     monkeypatch.setitem(reference.SHA256, "mnist-ddpm", reference.sha256sum(path))
@@ -71,7 +76,7 @@ def _tiny_reference(tmp_path, monkeypatch, tamper=None):
 
 def test_export_then_load_round_trips(tmp_path, monkeypatch):
     cfg, tcfg, model, path = _tiny_reference(tmp_path, monkeypatch)
-    loaded, info = load_reference("mnist-ddpm", make_unet(cfg), tcfg, mnist_ddpm.data_spec(cfg.n_train), path)
+    loaded, info = load_reference("mnist-ddpm", make_unet(cfg), tcfg, mnist.data_spec(cfg.n_train), path)
     for (k, p), q in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(p.half().float(), q) if p.is_floating_point() else torch.equal(p, q), k
     assert info["steps"] == 2 and info["command"] == "cmd" and len(info["loss_curve"]) == 2
@@ -86,14 +91,14 @@ def test_an_altered_or_foreign_file_is_refused(tmp_path, monkeypatch):
 
     cfg, tcfg, _, path = _tiny_reference(tmp_path, monkeypatch, tamper=flip)
     with pytest.raises(ReferenceError, match="altered or replaced"):
-        load_reference("mnist-ddpm", make_unet(cfg), tcfg, mnist_ddpm.data_spec(cfg.n_train), path)
+        load_reference("mnist-ddpm", make_unet(cfg), tcfg, mnist.data_spec(cfg.n_train), path)
     cfg, tcfg, _, path = _tiny_reference(tmp_path, monkeypatch)
     wider = chapter_settings("05", "ci", base_width=16, train_steps=2)
     with pytest.raises(ReferenceError, match="another architecture"):
-        load_reference("mnist-ddpm", make_unet(wider), tcfg, mnist_ddpm.data_spec(cfg.n_train), path)
+        load_reference("mnist-ddpm", make_unet(wider), tcfg, mnist.data_spec(cfg.n_train), path)
     with pytest.raises(ReferenceError, match="another training recipe"):
         load_reference("mnist-ddpm", make_unet(cfg), mnist_ddpm.train_config(wider, conditional=True),
-                       mnist_ddpm.data_spec(cfg.n_train), path)
+                       mnist.data_spec(cfg.n_train), path)
     with pytest.raises(ReferenceError, match="missing"):
         read_reference("mnist-ddpm", tmp_path / "nothing.pt")
 
@@ -102,23 +107,24 @@ def test_an_altered_or_foreign_file_is_refused(tmp_path, monkeypatch):
 # Chapter 11's spoken-digit reference
 # ---------------------------------------------------------------------------------------
 def test_shipped_audio_reference_matches_its_pin_and_recipe():
-    from diffusion_course import audio_diffusion as ad
+    from diffusion_course.recipes import spoken_digits as ad
 
     name = "fsdd-logmag"
     path = reference_path(name)
-    assert path.exists(), f"{path} is missing: train it with `python -m diffusion_course.reference {name}`"
+    assert path.exists(), f"{path} is missing: train it with `python -m diffusion_course.recipes.references {name}`"
     assert path.stat().st_size <= 6_000_000 and reference.sha256sum(path) == reference.SHA256[name]
     blob = read_reference(name)
     recipe, cfg = ad.REFERENCE_RECIPES[name], ad.reference_settings(name)
     assert blob["train_config"] == asdict(ad.train_config(cfg)) and blob["data"] == ad.data_spec("logmag")
     assert blob["settings"]["train_steps"] == recipe["overrides"]["train_steps"] == blob["train_steps"]
     assert blob["model_config"].get("positions", False) is recipe["positions"]
-    assert blob["command"] == f"python -m diffusion_course.reference {name}"
-    assert "fsdd-logmag" in reference.trainers() and "mnist-ddpm" in reference.trainers()
+    assert blob["command"] == f"python -m diffusion_course.recipes.references {name}"
+    assert "fsdd-logmag" in references.trainers() and "mnist-ddpm" in references.trainers()
 
 
 def test_load_audio_model_gives_the_reference_offline(monkeypatch):
-    from diffusion_course.audio_diffusion import REFERENCE_RECIPES, load_audio_model, make_model, reference_settings
+    from diffusion_course.recipes.spoken_digits import (load_audio_model, make_model,
+                                                        REFERENCE_RECIPES, reference_settings)
 
     monkeypatch.setenv("COURSE_DEVICE", "cpu")
     monkeypatch.setenv("COURSE_DATA_ROOT", "/nonexistent")     # no data needed to load it

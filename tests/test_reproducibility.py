@@ -13,21 +13,22 @@ import torch
 STEPS = 24
 RUN = f"""
 import os, signal, sys
-from diffusion_course import training
-from diffusion_course.mnist_ddpm import data_spec, make_unet, train_config, training_images
-from diffusion_course.settings import chapter_settings
+from diffusion_course.course.settings import chapter_settings
+from diffusion_course.data.mnist import data_spec, training_images
+from diffusion_course.recipes.mnist_ddpm import make_unet, train_config
+from diffusion_course.training import cache, loop
 
 cfg = chapter_settings("05", "ci", train_steps={STEPS}, precision=sys.argv[1])
 kill_at = int(sys.argv[2])
-save = training.save_checkpoint
+save = loop.save_checkpoint
 
 def save_then_maybe_die(state, *args, **kwargs):
     save(state, *args, **kwargs)
     if state.step == kill_at:            # killed right after this checkpoint was written
         os.kill(os.getpid(), signal.SIGKILL)
 
-training.save_checkpoint = save_then_maybe_die
-training.load_or_train("mnist-ddpm", lambda: make_unet(cfg), train_config(cfg),
+loop.save_checkpoint = save_then_maybe_die
+cache.load_or_train("mnist-ddpm", lambda: make_unet(cfg), train_config(cfg),
                        lambda: training_images(cfg.n_train), data_spec(cfg.n_train),
                        progress=False, checkpoint_every=8)
 """

@@ -7,15 +7,15 @@ import sys
 import pytest
 
 from conftest import seed_cache
-from diffusion_course import runner
-from diffusion_course.runner import REPO_ROOT, parse_value, scope_parameters, select_chapters
+from diffusion_course.course import runner
+from diffusion_course.course.runner import parse_value, REPO_ROOT, scope_parameters, select_chapters
 
 pytestmark = pytest.mark.notebooks
 CHAPTER = "01_gaussian_noise_and_kl"
 
 
 def run(*args, build):
-    return subprocess.run([sys.executable, "-m", "diffusion_course.runner", *args,
+    return subprocess.run([sys.executable, "-m", "diffusion_course", *args,
                            "--build", str(build)], capture_output=True, text=True, cwd=REPO_ROOT)
 
 
@@ -105,7 +105,7 @@ def test_parameters_are_scoped_to_one_chapter():
 
 
 def test_every_kernel_sees_the_scoped_overrides(tmp_path, monkeypatch):
-    from diffusion_course.settings import OVERRIDES_ENV
+    from diffusion_course.course.settings import OVERRIDES_ENV
 
     seen = {}
 
@@ -129,7 +129,7 @@ def test_two_jobs_share_a_model_trained_once(tmp_path, real_data_root, ci_judge_
     env = {**os.environ, "COURSE_CACHE": str(seed_cache(tmp_path / "cache", ci_judge_cache)),
            "COURSE_DATA_ROOT": str(real_data_root)}
     build = tmp_path / "build"
-    result = subprocess.run([sys.executable, "-m", "diffusion_course.runner", "04", "12", "--profile", "ci",
+    result = subprocess.run([sys.executable, "-m", "diffusion_course", "04", "12", "--profile", "ci",
                              "--jobs", "2", "--build", str(build)], capture_output=True, text=True,
                             cwd=REPO_ROOT, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -155,7 +155,7 @@ def _executed_with_players(folder, *grids):
     import nbformat
     import numpy as np
 
-    from diffusion_course import audio
+    from diffusion_course.course import players as audio
 
     nb = nbformat.v4.new_notebook()
     for name in grids:

@@ -6,10 +6,12 @@ import textwrap
 import pytest
 import torch
 
-from diffusion_course.objectives import target, to_x0_eps
-from diffusion_course.sampling import ddim_invert, ddpm_step, predict, sample, sdedit, slerp, timesteps
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.toy2d import MixtureDenoiser, ring_centers, ring_of_gaussians
+from diffusion_course.diffusion.objectives import target, to_x0_eps
+from diffusion_course.diffusion.sampling import (ddim_invert, ddpm_step, predict, sample, sdedit,
+                                                 slerp, timesteps)
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.models.toy2d import MixtureDenoiser
+from diffusion_course.data.toy2d import ring_centers, ring_of_gaussians
 
 
 class Linear(torch.nn.Module):
@@ -128,8 +130,8 @@ def test_inversion_of_a_smooth_network_with_all_steps():
 
 
 def test_sample_digits_batches_the_seeded_sampler():
-    from diffusion_course.mnist_ddpm import sample_digits
-    from diffusion_course.training import TrainConfig
+    from diffusion_course.recipes.mnist_ddpm import sample_digits
+    from diffusion_course.training.loop import TrainConfig
     tcfg = TrainConfig(steps=1, T=50, kind="eps", schedule="linear")
     model = lambda x, t: 0.1 * x                        # any smooth per-pixel "network"
     run = lambda seed, batch: sample_digits(model, tcfg, 5, steps=10, eta=1.0, batch_size=batch,
@@ -158,10 +160,10 @@ def test_slerp_endpoints_norm_and_angle():
 
 _SNIPPET = """
 import sys, types, torch
-from diffusion_course.mnist_ddpm import make_unet
-from diffusion_course.sampling import sample
-from diffusion_course.sde import sample_sde
-from diffusion_course.schedules import NoiseSchedule
+from diffusion_course.recipes.mnist_ddpm import make_unet
+from diffusion_course.diffusion.sampling import sample
+from diffusion_course.diffusion.sde import sample_sde
+from diffusion_course.diffusion.schedules import NoiseSchedule
 
 def run():
     torch.manual_seed(0)

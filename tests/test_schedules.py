@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from diffusion_course.schedules import NoiseSchedule, cosine_betas, linear_betas, make_betas
+from diffusion_course.diffusion.schedules import (cosine_betas, linear_betas, make_betas,
+                                                  NoiseSchedule)
 
 
 def test_linear_T1000_known_values():
@@ -94,7 +95,7 @@ def test_unknown_schedule_lists_allowed():
 
 def test_angle_schedule_is_cos_sin_of_the_angle():
     """alpha = cos(pi t / 2T), sigma = sin(pi t / 2T) at every t < T; abar_T clipped, not 0."""
-    from diffusion_course.schedules import angle_betas
+    from diffusion_course.diffusion.schedules import angle_betas
 
     T = 1000
     sched = NoiseSchedule.make("angle", T)

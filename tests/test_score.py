@@ -5,9 +5,12 @@ import math
 import pytest
 import torch
 
-from diffusion_course.score import (ScoreMLP, annealed_langevin, autograd_score, dsm_loss, gaussian_score,
-                                    geometric_sigmas, langevin, train_score_mlp)
-from diffusion_course.toy2d import mixture_log_prob, mode_coverage, ring_centers, ring_of_gaussians
+from diffusion_course.models.toy2d import ScoreMLP
+from diffusion_course.diffusion.score import (annealed_langevin, autograd_score, dsm_loss,
+                                              gaussian_score, geometric_sigmas, langevin)
+from diffusion_course.recipes.toy2d import train_score_mlp
+from diffusion_course.data.toy2d import mixture_log_prob, ring_centers, ring_of_gaussians
+from diffusion_course.evaluation.coverage import mode_coverage
 
 CENTERS = ring_centers(8, 1.5)
 

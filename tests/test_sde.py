@@ -4,13 +4,17 @@ EDM view (sigma, preconditioning, Euler = DDIM and Heun in sigma) and flow-match
 import pytest
 import torch
 
-from diffusion_course.objectives import to_x0_eps
-from diffusion_course.sampling import predict, sample, step_mean, timesteps
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.sde import (alpha_bar_to_sigma, edm_preconditioning, edm_timesteps, eps_to_score, from_flow,
-                                  karras_sigmas, preconditioning, sample_sde, sample_sigma_ode, score_to_eps,
-                                  sigma_to_alpha_bar, solve_sigma_ode, to_flow, vp_beta, vp_rho, vp_sigmas)
-from diffusion_course.toy2d import MixtureDenoiser, mode_coverage, ring_centers
+from diffusion_course.diffusion.objectives import to_x0_eps
+from diffusion_course.diffusion.sampling import predict, sample, step_mean, timesteps
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.diffusion.sde import (alpha_bar_to_sigma, edm_preconditioning, edm_timesteps,
+                                            eps_to_score, from_flow, karras_sigmas,
+                                            preconditioning, sample_sde, sample_sigma_ode,
+                                            score_to_eps, sigma_to_alpha_bar, solve_sigma_ode,
+                                            to_flow, vp_beta, vp_rho, vp_sigmas)
+from diffusion_course.models.toy2d import MixtureDenoiser
+from diffusion_course.evaluation.coverage import mode_coverage
+from diffusion_course.data.toy2d import ring_centers
 
 CENTERS = ring_centers(8, 1.5)
 
@@ -126,8 +130,8 @@ def test_deepinv_euler_in_rho_time_takes_our_steps(method, alpha):
     same final denoising step at t_1. Measured max |difference| ~1e-6 (2-D points up to ~2)."""
     deepinv = pytest.importorskip("deepinv")
     from deepinv.sampling import EulerSolver
-    from diffusion_course.sampling import timesteps
-    from diffusion_course.sde import deepinv_vp_sde_rho
+    from diffusion_course.diffusion.sampling import timesteps
+    from diffusion_course.models.deepinv import deepinv_vp_sde_rho
     sched = NoiseSchedule.make("linear", 1000)
     den = MixtureDenoiser(CENTERS, 0.1, sched)
     x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
@@ -147,8 +151,8 @@ def test_deepinv_ddpm_solver_matches_our_ancestral_sampler_with_the_same_noise()
     order: with a float32 SDE and the same seed they agree to round-off."""
     deepinv = pytest.importorskip("deepinv")
     from deepinv.sampling import DDPMSolver
-    from diffusion_course.sampling import timesteps
-    from diffusion_course.sde import deepinv_vp_sde
+    from diffusion_course.diffusion.sampling import timesteps
+    from diffusion_course.models.deepinv import deepinv_vp_sde
     sched = NoiseSchedule.make("linear", 1000)
     den = MixtureDenoiser(CENTERS, 0.1, sched)
     x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))

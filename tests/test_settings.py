@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from diffusion_course import settings
-from diffusion_course.settings import chapter_settings, pick_device, resolve_profile
+from diffusion_course.course import settings
+from diffusion_course.course.settings import chapter_settings, resolve_profile
+from diffusion_course.training.device import pick_device
 
 
 def test_explicit_profiles_used_as_given(monkeypatch):
@@ -97,7 +98,7 @@ def test_runner_overrides_reach_every_caller_of_a_chapter(monkeypatch):
 def test_reference_recipe_ignores_runner_overrides(monkeypatch):
     import json
 
-    from diffusion_course.mnist_ddpm import REFERENCE_RECIPES, reference_settings
+    from diffusion_course.recipes.mnist_ddpm import REFERENCE_RECIPES, reference_settings
 
     monkeypatch.setenv(settings.OVERRIDES_ENV, json.dumps({"05": {"TRAIN_STEPS": 3}}))
     cfg = reference_settings("mnist-ddpm")
@@ -105,7 +106,7 @@ def test_reference_recipe_ignores_runner_overrides(monkeypatch):
 
 
 def test_one_translation_from_knobs_to_a_train_config():
-    from diffusion_course.training import train_config_from
+    from diffusion_course.course.settings import train_config_from
 
     cfg = chapter_settings("05", "cpu", min_snr_gamma=0.0, precision="fp32", train_steps=500)
     tcfg = train_config_from(cfg, schedule="cosine", T=200)

@@ -1,6 +1,6 @@
 """The course website, built from CI's own run of the notebooks and opened in a real browser.
 
-`make test` runs pytest with `-p diffusion_course.nbval_record --record-executed build/test`,
+`make test` runs pytest with `-p diffusion_course.course.nbval_record --record-executed build/test`,
 so nbval's execution of every chapter is kept and these tests (which that plugin runs last)
 build the site from it. Run alone, they execute the chapters in the `ci` profile first.
 Headless Chromium is Debian's `chromium` (`.ci/run` installs it when missing), driven by
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_course import runner, site
+from diffusion_course.course import runner
+from diffusion_course.course import site
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "build" / "test"

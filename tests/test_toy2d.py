@@ -5,12 +5,14 @@ import math
 import pytest
 import torch
 
-from diffusion_course.objectives import diffusion_loss
-from diffusion_course.sampling import sample
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.toy2d import (MixtureDenoiser, MLPDenoiser, mode_coverage, mixture_log_prob,
-                                    ring_centers, ring_of_gaussians, train_toy_gan, two_moons)
-from diffusion_course.training import TrainConfig, train
+from diffusion_course.diffusion.objectives import diffusion_loss
+from diffusion_course.diffusion.sampling import sample
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.models.toy2d import MixtureDenoiser, MLPDenoiser
+from diffusion_course.evaluation.coverage import mode_coverage
+from diffusion_course.data.toy2d import mixture_log_prob, ring_centers, ring_of_gaussians, two_moons
+from diffusion_course.recipes.toy2d import train_toy_gan
+from diffusion_course.training.loop import train, TrainConfig
 
 
 def gen(seed=0):

@@ -5,10 +5,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from diffusion_course import training
-from diffusion_course.training import (CheckpointError, TrainConfig, ema_update, load_or_train,
-                                       lr_at, train)
-from diffusion_course.unet import UNet
+from diffusion_course.training import checkpoints, loop
+from diffusion_course.training.checkpoints import CheckpointError
+from diffusion_course.training.loop import ema_update, lr_at, train, TrainConfig
+from diffusion_course.training.cache import load_or_train
+from diffusion_course.models.unet import UNet
 
 TINY = dict(base=8, mults=(1, 2), blocks_per_level=1, attention_levels=())
 CFG = TrainConfig(steps=12, batch_size=8, lr=3e-3, warmup=3, ema_decay=0.9, T=50)
@@ -49,7 +50,7 @@ def test_resume_is_bit_identical(tmp_path):
 def test_max_seconds_caps_the_whole_call_across_checkpoints(tmp_path, monkeypatch):
     """The budget counts from the start of the call, not from the last checkpoint save."""
     clock = iter(range(10_000))  # a fake clock: every reading is one second later
-    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
     x, _ = tiny_data()
     cfg = replace(CFG, steps=40)
     state = train(UNet(**TINY), x, cfg, checkpoint=tmp_path / "run.pt", checkpoint_every=2,
@@ -124,15 +125,15 @@ def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
         train(UNet(**{**TINY, "base": 16}), x, CFG, checkpoint=ckpt, progress=False)
     torch.save({"format": "something else"}, bad)
     with pytest.raises(CheckpointError, match="not a diffusion-course checkpoint"):
-        training.read_checkpoint(bad)
+        checkpoints.read_checkpoint(bad)
 
 
 def test_save_atomically_leaves_nothing_half_written(tmp_path):
     path = tmp_path / "sub" / "weights.pt"
-    training.save_atomically({"w": torch.arange(3)}, path)
+    checkpoints.save_atomically({"w": torch.arange(3)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3))
     with pytest.raises(Exception):                    # a lambda cannot be pickled: the save fails
-        training.save_atomically({"w": lambda: 0}, path)
+        checkpoints.save_atomically({"w": lambda: 0}, path)
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3))  # old file intact
     assert sorted(p.name for p in path.parent.iterdir()) == ["weights.pt"]      # no temporary left
 
@@ -167,19 +168,20 @@ def _train_slowly(path: str, marker_dir: str) -> bool:
 
     import torch as _torch
 
-    from diffusion_course.training import load_or_train_weights
+    from diffusion_course.training.cache import cached
 
-    def train():
+    def compute():
         _time.sleep(1.0)
         (_Path(marker_dir) / f"trained-{os.getpid()}").touch()
-        return _torch.nn.Linear(2, 2)
-    _, info = load_or_train_weights(_Path(path), _torch.nn.Linear(2, 2), train)
+        model = _torch.nn.Linear(2, 2)
+        return model, model.state_dict()
+    _, info = cached(_Path(path), lambda weights: weights, compute)
     return info["trained_now"]
 
 
 def test_a_cache_entry_is_trained_once_by_concurrent_processes(tmp_path):
     """Two processes ask for the same missing entry at once: one trains it, the other waits
-    for the lock and loads the result (training.cache_lock)."""
+    for the lock and loads the result (cache.cache_lock)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

@@ -3,8 +3,8 @@ import hashlib
 import pytest
 import torch
 
-from diffusion_course.unet import UNet, UNetTrunk, count_parameters, timestep_embedding
-from diffusion_course.unet1d import UNet1d
+from diffusion_course.models.unet import count_parameters, timestep_embedding, UNet, UNetTrunk
+from diffusion_course.models.unet1d import UNet1d
 
 
 @pytest.mark.parametrize("config", [

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.training import cache_key
-from diffusion_course.unet1d import UNet1d
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.training.cache import cache_key
+from diffusion_course.models.unet1d import UNet1d
 
 STRIDED = dict(stem="strided", stem_kernel=16, stem_stride=8, stem_channels=8)
 

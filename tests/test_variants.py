@@ -5,11 +5,20 @@ import math
 import pytest
 import torch
 
-from diffusion_course import cifar, colour, metrics, mixture_noise as mn, objectives, sampling, training, variants
-from diffusion_course.mixture_noise import noise_fn
-from diffusion_course.schedules import NoiseSchedule
-from diffusion_course.settings import chapter_settings
-from diffusion_course.toy2d import MLPDenoiser
+from diffusion_course.data import cifar
+from diffusion_course.evaluation import colour
+from diffusion_course.recipes import variants
+from diffusion_course.evaluation import judge
+from diffusion_course.diffusion import mixture_noise as mn
+from diffusion_course.diffusion import objectives
+from diffusion_course.diffusion import sampling
+from diffusion_course.data import paths
+from diffusion_course.training import cache
+from diffusion_course.training import loop as training
+from diffusion_course.diffusion.mixture_noise import noise_fn
+from diffusion_course.diffusion.schedules import NoiseSchedule
+from diffusion_course.course.settings import chapter_settings
+from diffusion_course.models.toy2d import MLPDenoiser
 
 
 def test_noise_fn_draws_the_law_and_refuses_bad_ones():
@@ -70,24 +79,24 @@ def test_train_and_sample_take_the_noise_law():
 
 
 def test_load_or_train_keys_the_noise(tmp_path, monkeypatch):
-    monkeypatch.setenv(training.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
     cfg = training.TrainConfig(steps=3, batch_size=4, T=10, schedule="cosine", warmup=1)
     data = lambda: (torch.randn(16, 2), None)
     make = lambda: MLPDenoiser(hidden=8, depth=1, T=10)
-    training.load_or_train("toy", make, cfg, data, {"d": 1}, progress=False)
-    training.load_or_train("toy", make, cfg, data, {"d": 1}, progress=False, noise=noise_fn("mixture"),
+    cache.load_or_train("toy", make, cfg, data, {"d": 1}, progress=False)
+    cache.load_or_train("toy", make, cfg, data, {"d": 1}, progress=False, noise=noise_fn("mixture"),
                            noise_spec=variants.noise_spec("mixture", 0.5, 0.5))
     assert len(list(tmp_path.glob("toy-*.pt"))) == 2      # another noise law is another cache entry
-    _, info = training.load_or_train("toy", make, cfg, data, {"d": 1}, progress=False,
+    _, info = cache.load_or_train("toy", make, cfg, data, {"d": 1}, progress=False,
                                      noise=noise_fn("mixture"),
                                      noise_spec=variants.noise_spec("mixture", 0.5, 0.5))
     assert not info["trained_now"]
     with pytest.raises(ValueError, match="together"):
-        training.load_or_train("toy", make, cfg, data, {"d": 1}, noise=noise_fn("mixture"))
+        cache.load_or_train("toy", make, cfg, data, {"d": 1}, noise=noise_fn("mixture"))
 
 
 def test_chapter_models_are_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv(training.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
     cfg = chapter_settings("14", "ci", toy_train_steps=5, toy_T=10)
     pts = torch.randn(64, 2)
     m1, i1 = variants.train_toy_model(cfg, "mixture", pts, progress=False)
@@ -112,18 +121,18 @@ def test_mnist_models_differ_only_in_the_noise():
 
 
 def test_colour_data_and_judge(tmp_path, monkeypatch):
-    x, y = colour.colour_data("synthetic", "train", 12)
+    x, y = cifar.colour_data("synthetic", "train", 12)
     assert x.shape == (12, 3, 32, 32) and x.min() >= -1 and x.max() <= 1 and y.max() < 4
-    assert torch.equal(colour.colour_data("synthetic", "train", 5)[0], x[:5])
-    assert not torch.equal(colour.colour_data("synthetic", "test", 5)[0], x[:5])
+    assert torch.equal(cifar.colour_data("synthetic", "train", 5)[0], x[:5])
+    assert not torch.equal(cifar.colour_data("synthetic", "test", 5)[0], x[:5])
     with pytest.raises(ValueError, match="allowed"):
-        colour.colour_data("imagenet")
+        cifar.colour_data("imagenet")
     with pytest.raises(ValueError):
-        colour.colour_data("synthetic", "train", 10**6)
-    net = colour.make_colour_unet(8)
+        cifar.colour_data("synthetic", "train", 10**6)
+    net = variants.make_colour_unet(8)
     assert net(torch.zeros(2, 3, 32, 32), torch.tensor([3, 900])).shape == (2, 3, 32, 32)
     clf = colour.ColourClassifier(4)
-    f, pred, conf = metrics.classify(clf.eval(), x)
+    f, pred, conf = judge.classify(clf.eval(), x)
     assert f.shape == (12, 64) and pred.shape == (12,) and ((conf > 0) & (conf <= 1)).all()
     trained = colour.train_colour_classifier(x, y, 4, steps=3, batch_size=4, lr=1e-3, progress=False)
     assert not trained.training
@@ -131,9 +140,9 @@ def test_colour_data_and_judge(tmp_path, monkeypatch):
 
 def test_colour_judge_floor_and_report(monkeypatch):
     """A judge on a small synthetic set: real held-out images score near the floor, noise far above."""
-    monkeypatch.setitem(colour.SYNTHETIC_SPLITS, "train", {"n": 600, "seed": 1})
-    monkeypatch.setitem(colour.SYNTHETIC_SPLITS, "test", {"n": 300, "seed": 2})
-    xtr, ytr = colour.colour_data("synthetic", "train")
+    monkeypatch.setitem(cifar.SYNTHETIC_SPLITS, "train", {"n": 600, "seed": 1})
+    monkeypatch.setitem(cifar.SYNTHETIC_SPLITS, "test", {"n": 300, "seed": 2})
+    xtr, ytr = cifar.colour_data("synthetic", "train")
     clf = colour.train_colour_classifier(xtr, ytr, 4, steps=60, batch_size=32, lr=3e-3, progress=False)
     judge = colour.ColourJudge(clf, "synthetic", {"trained_now": True})
     real = judge.evaluate(cifar.synthetic_colour_set(100, seed=9)[0])

@@ -1,5 +1,3 @@
-"""Shared, tested helpers for the diffusion-models course (see notebooks/)."""
-from .settings import chapter_settings, pick_device, resolve_profile
-
-__all__ = ["chapter_settings", "pick_device", "resolve_profile"]
+"""Shared, tested helpers for the diffusion-models course (see notebooks/ and the README's
+"Architecture" section for the layers of this package)."""
 __version__ = "0.1.0"
