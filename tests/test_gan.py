@@ -43,14 +43,14 @@ def test_a_gan_trained_for_a_budget_is_cached_with_its_step_count(tmp_path, monk
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     data = lambda: torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1  # noqa: E731
     recipe = {"batch_size": 8, "lr": 2e-4}
-    G1, first = load_or_train_gan("toy-gan", DCGANGenerator(16, 8), DCGANDiscriminator(8), data, 0.3, recipe,
+    G1, first = load_or_train_gan("toy-gan", lambda: DCGANGenerator(16, 8), lambda: DCGANDiscriminator(8), data, 0.3, recipe,
                                   progress=False)
     assert first["trained_now"] and first["steps"] >= 1 and first["seconds"] >= 0.3
-    G2, again = load_or_train_gan("toy-gan", DCGANGenerator(16, 8), DCGANDiscriminator(8), data, 0.3, recipe,
+    G2, again = load_or_train_gan("toy-gan", lambda: DCGANGenerator(16, 8), lambda: DCGANDiscriminator(8), data, 0.3, recipe,
                                   progress=False)
     assert not again["trained_now"] and again["steps"] == first["steps"]
     assert all(torch.equal(p, q) for p, q in zip(G1.state_dict().values(), G2.state_dict().values()))
     (path,) = tmp_path.glob("toy-gan-*.pt")
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="Delete it"):
-        load_or_train_gan("toy-gan", DCGANGenerator(16, 8), DCGANDiscriminator(8), data, 0.3, recipe)
+        load_or_train_gan("toy-gan", lambda: DCGANGenerator(16, 8), lambda: DCGANDiscriminator(8), data, 0.3, recipe)

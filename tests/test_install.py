@@ -45,13 +45,14 @@ def test_installed_mode_uses_the_working_directory(monkeypatch, tmp_path):
 
 
 def test_one_place_decides():
-    """training.cache_dir and data.data_root are paths.py's, not second copies."""
-    from diffusion_course.data import download as data
-    from diffusion_course.data import paths as training
-    assert training.cache_dir is paths.cache_dir and data.data_root() == paths.data_dir()
-    for module in ("data", "training", "runner", "colab"):
-        source = (REPO / "src" / "diffusion_course" / f"{module}.py").read_text()
-        assert "parents[2]" not in source, f"{module}.py guesses the repository root itself"
+    """The cache and the runner use paths.py's folders, not second copies; nothing else guesses
+    where the repository is."""
+    from diffusion_course.course import runner
+    from diffusion_course.training import cache
+    assert cache.cache_dir is paths.cache_dir and runner.build_dir is paths.build_dir
+    for path in (REPO / "src" / "diffusion_course").rglob("*.py"):
+        if path.name != "paths.py":
+            assert "parents[2]" not in path.read_text(), f"{path.name} guesses the repository root itself"
 
 
 # -- a wheel in a fresh environment ---------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diffusion_course.data import download as data
+from diffusion_course.data import paths
 from diffusion_course.data import mnist
 from diffusion_course.data.download import DataNotFoundError
 
@@ -36,7 +37,9 @@ def test_corrupt_file_is_rejected_by_md5(tmp_path):
 
 
 def test_bad_download_is_discarded(tmp_path, monkeypatch):
-    class FakeResponse:
+    class FakeResponse:             # what torchvision's downloader reads: url, length, chunks
+        url, length = "https://example.invalid/t10k-images-idx3-ubyte.gz", 7
+
         def __init__(self):
             self.chunks = [b"garbage"]
         def read(self, n):
@@ -123,4 +126,4 @@ def test_only_the_requested_split_is_needed(real_data_root):
 
 def test_data_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_DATA_ROOT", str(tmp_path))
-    assert data.data_root() == tmp_path
+    assert paths.data_dir() == tmp_path

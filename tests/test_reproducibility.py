@@ -4,6 +4,7 @@ processes, and a run killed after a checkpoint resumes to the weights of an unin
 Each run is a new Python process (torch seeds its global random stream anew in every process,
 so this is what an instructor regenerating the figures does), training chapter 05's `ci` model
 for a few steps into its own empty cache."""
+import os
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ cache.load_or_train("mnist-ddpm", lambda: make_unet(cfg), train_config(cfg),
 
 def run(cache, precision="fp32", kill_at=-1, data_root=None):
     env = {"COURSE_CACHE": str(cache), "COURSE_DEVICE": "cpu", "COURSE_DATA_ROOT": str(data_root),
-           "PATH": "/usr/bin:/bin"}
+           "PATH": "/usr/bin:/bin", **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
     return subprocess.run([sys.executable, "-c", RUN, precision, str(kill_at)], env=env,
                           capture_output=True, text=True, timeout=300)
 

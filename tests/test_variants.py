@@ -131,7 +131,7 @@ def test_colour_data_and_judge(tmp_path, monkeypatch):
         cifar.colour_data("synthetic", "train", 10**6)
     net = variants.make_colour_unet(8)
     assert net(torch.zeros(2, 3, 32, 32), torch.tensor([3, 900])).shape == (2, 3, 32, 32)
-    clf = colour.ColourClassifier(4)
+    clf = colour.colour_classifier(4)
     f, pred, conf = judge.classify(clf.eval(), x)
     assert f.shape == (12, 64) and pred.shape == (12,) and ((conf > 0) & (conf <= 1)).all()
     trained = colour.train_colour_classifier(x, y, 4, steps=3, batch_size=4, lr=1e-3, progress=False)

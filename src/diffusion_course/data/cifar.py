@@ -207,11 +207,11 @@ SYNTHETIC_SPLITS = {"train": {"n": 10_000, "seed": 1_000}, "test": {"n": 5_000, 
 
 
 def num_classes(data: str) -> int:
-    _check_data(data)
+    check_colour_data(data)
     return len(SYNTHETIC_CLASSES) if data == "synthetic" else len(CLASSES)
 
 
-def _check_data(data: str) -> None:
+def check_colour_data(data: str) -> None:
     if data not in COLOUR_DATA:
         raise ValueError(f"unknown colour data {data!r}; allowed: {', '.join(COLOUR_DATA)}")
 
@@ -221,7 +221,7 @@ def colour_data(data: str, split: str = "train", n: int | None = None,
     """Images [N, 3, 32, 32] in [-1, 1] and labels [N] of ``split`` ("train" or "test"),
     the first ``n``. Synthetic: ``cifar.synthetic_colour_set`` with the split's seed (the
     first n of the split, so every n is a prefix of the same images)."""
-    _check_data(data)
+    check_colour_data(data)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if data == "cifar10":

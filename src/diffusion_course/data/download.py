@@ -16,7 +16,7 @@ import urllib.error
 from contextlib import contextmanager
 from pathlib import Path
 
-from .paths import DATA_ENV, data_dir
+from .paths import DATA_ENV
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -98,7 +98,3 @@ def missing_message(dest: Path, urls: list[str], md5: str | None, what: str, rea
         f"or set ${DATA_ENV} to a folder that already holds it."
     )
 
-
-def data_root() -> Path:
-    """The folder data sets live in (``paths.data_dir``)."""
-    return data_dir()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.cifar import SYNTHETIC_SPLITS, _check_data, colour_data, num_classes
+from ..data.cifar import SYNTHETIC_SPLITS, check_colour_data, colour_data, num_classes
 from ..data.paths import cache_dir
 from ..models.classifier import ImageClassifier
 from ..training.cache import cache_key, seeded
@@ -83,7 +83,7 @@ _JUDGES: dict[str, ColourJudge] = {}
 def load_colour_judge(data: str, progress: bool = True, download: bool = True) -> ColourJudge:
     """The judge of ``data`` ("synthetic" or "cifar10"), trained once by ``JUDGE_RECIPES[data]``
     on the whole training split and cached (on disk and in memory)."""
-    _check_data(data)
+    check_colour_data(data)
     if data not in _JUDGES:
         recipe, classes = JUDGE_RECIPES[data], num_classes(data)
         spec = {"data": data, **(SYNTHETIC_SPLITS["train"] if data == "synthetic" else {"split": "train"})}

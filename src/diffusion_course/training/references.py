@@ -36,7 +36,14 @@ class ReferenceError(RuntimeError):
 
 
 def reference_path(name: str) -> Path:
-    """Where the file of reference ``name`` lives in the installed package."""
+    """Where the file of the shipped reference ``name`` lives in the installed package."""
+    if name not in SHA256:
+        raise ValueError(f"unknown reference model {name!r}; known: {', '.join(sorted(SHA256))}")
+    return asset_path(name)
+
+
+def asset_path(name: str) -> Path:
+    """Where a reference file called ``name`` goes in the package (pinned or not yet)."""
     return Path(str(resources.files("diffusion_course") / ASSETS / f"{name}.pt"))
 
 
@@ -65,7 +72,7 @@ def export_reference(name: str, ema: torch.nn.Module, tcfg: TrainConfig, info: d
         "weights": {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
                     for k, v in ema.state_dict().items()},
     }
-    path = Path(path) if path is not None else reference_path(name)
+    path = Path(path) if path is not None else asset_path(name)
     save_atomically(blob, path)
     return path
 
