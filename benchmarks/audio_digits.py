@@ -35,15 +35,9 @@ from diffusion_course.data.fsdd import load_fsdd
 from diffusion_course.evaluation.judge import FLOOR_DRAWS
 from diffusion_course.evaluation.speech import burst_summary, energy_centre, load_audio_judge
 from diffusion_course.models.unet import count_parameters
-from diffusion_course.recipes.spoken_digits import (
-    generate,
-    load_audio_model,
-    load_or_train_audio,
-    receptive_field,
-    reference_settings,
-    snapshot_steps,
-    train_config,
-)
+from diffusion_course.recipes.spoken_digits import (generate, load_audio_model, load_or_train_audio,
+                                                    receptive_field, reference_settings, snapshot_steps,
+                                                    train_config)
 from diffusion_course.training.cache import temporary_cache
 
 # What the chapter's models must reach in the cpu profile (2-core CPU): DDIM samples at the model's guidance

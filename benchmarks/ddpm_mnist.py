@@ -33,13 +33,8 @@ import time
 
 import torch
 
-from diffusion_course.course.cli import (
-    benchmark_parser,
-    check_sample_count,
-    knob_overrides,
-    model_record,
-    write_result,
-)
+from diffusion_course.course.cli import (benchmark_parser, check_sample_count, knob_overrides, model_record,
+                                         write_result)
 from diffusion_course.course.settings import chapter_settings
 from diffusion_course.data.mnist import N_TEST
 from diffusion_course.evaluation.judge import load_judge

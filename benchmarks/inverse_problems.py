@@ -34,16 +34,8 @@ from diffusion_course.data.transforms import to_unit
 from diffusion_course.evaluation.judge import load_judge
 from diffusion_course.models.deepinv import AutoencoderDenoiser, CourseDenoiser
 from diffusion_course.recipes.autoencoder import load_denoising_autoencoder
-from diffusion_course.recipes.inverse import (
-    METHODS,
-    PROBLEMS,
-    make_problem,
-    psnr_ssim,
-    restore,
-    settings_for,
-    study,
-    summary,
-)
+from diffusion_course.recipes.inverse import (METHODS, PROBLEMS, make_problem, psnr_ssim, restore,
+                                              settings_for, study, summary)
 from diffusion_course.recipes.mnist_ddpm import load_mnist_model
 
 TUNE_GRID = {  # geometric grids around each method's usual range (a first, narrower round put the best at the edges)

@@ -45,17 +45,10 @@ from diffusion_course.course.settings import chapter_settings, parse_value
 from diffusion_course.data.mnist import N_TEST, data_spec, training_images
 from diffusion_course.evaluation.judge import accuracy, load_judge
 from diffusion_course.models.unet import count_parameters
-from diffusion_course.recipes.latent import (
-    LatentDiffusion,
-    generate_in_batches,
-    generators,
-    latent_train_config,
-    load_or_train_codec,
-    load_or_train_latent_ddpm,
-    reconstruction_report,
-    seconds_per_image,
-    seconds_per_train_step,
-)
+from diffusion_course.recipes.latent import (LatentDiffusion, generate_in_batches, generators,
+                                             latent_train_config, load_or_train_codec,
+                                             load_or_train_latent_ddpm, reconstruction_report,
+                                             seconds_per_image, seconds_per_train_step)
 from diffusion_course.recipes.mnist_ddpm import load_mnist_model
 
 

@@ -156,8 +156,9 @@ def receptive_field(model: UNet1d, channels: int, length: int, t: int = 500, thr
     with respect to every input frame (seeded random input, label 0, step ``t``), and the span of
     frames whose gradient exceeds ``threshold`` of the largest. Attention at the coarsest
     level lets the network look at the whole window; how far a trained one really looks is
-    what this measures (chapter 11's 1,000-step student: 9 to 20 of 128 frames, depending on
-    the random input; the reference: 117 to 120)."""
+    what this measures (chapter 11's 1,000-step student in a cpu run: 59 of 128 frames; an
+    earlier initialisation of the same recipe: 9 to 20, depending on the random input; the
+    reference: 117 to 120)."""
     device = next(model.parameters()).device
     x = torch.randn(1, channels, length, generator=torch.Generator().manual_seed(0)).to(device).requires_grad_()
     was_training = model.training
