@@ -151,6 +151,17 @@ def test_colour_judge_floor_and_report(monkeypatch):
     assert real["frechet_ratio"] < 3 and noise["frechet_ratio"] > 5 * real["frechet_ratio"]
     assert judge.floor(100) is judge.floor(100)           # computed once per N
     assert math.isclose(sum(real["class_histogram"]), 1.0)
+    assert judge.accuracy(0.0) == judge.test_accuracy and 0 <= judge.accuracy(0.2, seed=1) <= 1
+
+
+def test_the_colour_judges_noise_augmentation():
+    """Noise of an sd drawn per image in [0, noise], after the same flips and shifts."""
+    x = torch.zeros(64, 3, 32, 32)
+    clean = colour._augment(x, torch.Generator().manual_seed(0))
+    noisy = colour._augment(x, torch.Generator().manual_seed(0), noise=0.3)
+    assert torch.equal(clean, x)
+    sds = noisy.flatten(1).std(1)
+    assert 0 < sds.min() and sds.max() < 0.33 and sds.max() - sds.min() > 0.1   # one sd per image, up to 0.3
 
 
 def test_the_gpu_profile_colour_path_runs_on_a_fake_cifar_archive(tmp_path, monkeypatch):

@@ -186,7 +186,7 @@ class Judge:
         hist = torch.bincount(pred, minlength=self.classifier.head.out_features).double() / len(pred)
         out = {"n_samples": len(samples), "frechet": frechet_from_features(feats, self.test_features),
                "confident_fraction": (conf > confident).double().mean().item(),
-               "class_histogram": [round(v, 4) for v in hist.tolist()], "min_class_fraction": hist.min().item(),
+               "class_histogram": hist.tolist(), "min_class_fraction": hist.min().item(),
                **self.floor(len(samples))}
         out["frechet_ratio"] = out["frechet"] / max(out["frechet_floor"], 1e-12)
         return out, pred, conf
@@ -269,7 +269,9 @@ class DigitJudge(Judge):
         split, the floor at the same N and their ratio, confident fraction, class histogram,
         and the (weak) pixel Wasserstein distance of chapter 06."""
         x = samples.detach().float().cpu().clamp(-1, 1)
-        return {**self.score(x), "pixel_wasserstein": pixel_wasserstein(x, self.test_x[:len(x)])}
+        report = self.score(x)
+        return {**report, "class_histogram": [round(v, 4) for v in report["class_histogram"]],
+                "pixel_wasserstein": pixel_wasserstein(x, self.test_x[:len(x)])}
 
     def labels(self, samples: torch.Tensor) -> torch.Tensor:
         """The digit the judge sees in each sample."""
