@@ -232,8 +232,8 @@ def study(problems, methods, x: torch.Tensor, labels: torch.Tensor, denoiser: Co
 
 
 def summary(results: dict) -> dict:
-    """The issue's targets per problem: the best diffusion method against the best classical
-    one, in PSNR (dB) and judge accuracy (points)."""
+    """Per problem: the best diffusion method against the best classical one, in PSNR (dB) and
+    judge accuracy (points)."""
     out = {}
     for name, r in results.items():
         rows = r["methods"]
