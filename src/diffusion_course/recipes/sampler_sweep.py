@@ -34,12 +34,13 @@ AVERAGED_KEYS = ("seconds_per_image", "frechet", "frechet_ratio", "confident_fra
 
 def generate(model, tcfg, x_T: torch.Tensor, steps: int, sampler: str = "ddim", eta: float | None = None,
              generator: torch.Generator | None = None, device="cpu", labels: torch.Tensor | None = None,
-             guidance: float | None = None, batch: int | None = None, progress: bool = False) -> torch.Tensor:
+             guidance: float | None = None, batch: int | None = None, progress: bool = False,
+             precision: str | None = None) -> torch.Tensor:
     """x_0 (float32) from ``x_T`` with ``sampler`` in ``steps`` steps, for a model trained with
-    ``tcfg`` (its schedule, prediction kind and precision), in batches of ``batch`` (all at once
-    by default: with an ancestral sampler, another batching draws other noise). ``eta``: DDIM's
-    stochasticity (ddim only; default 0, ddpm is 1); ``labels`` and ``guidance``: the
-    class-conditional model's digits and guidance weight."""
+    ``tcfg`` (its schedule, prediction kind and precision, unless ``precision`` says otherwise),
+    in batches of ``batch`` (all at once by default: with an ancestral sampler, another
+    batching draws other noise). ``eta``: DDIM's stochasticity (ddim only; default 0, ddpm is
+    1); ``labels`` and ``guidance``: the class-conditional model's digits and guidance weight."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if eta is not None and sampler != "ddim":
@@ -49,7 +50,7 @@ def generate(model, tcfg, x_T: torch.Tensor, steps: int, sampler: str = "ddim", 
     for i in range(0, len(x_T), step):
         extra = {} if labels is None else {"labels": labels[i:i + step], "guidance": guidance}
         chunk = x_T[i:i + step]
-        with autocast(tcfg.precision, device):
+        with autocast(precision or tcfg.precision, device):
             if sampler in ("ode", "sde"):
                 traj = sample_sde(model, chunk.shape, schedule, steps=steps, method=sampler, kind=tcfg.kind,
                                   x_T=chunk, generator=generator, device=device, progress=progress, **extra)
