@@ -179,6 +179,8 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "elbo_draws": Knob(1_000, 5_000, 20_000, "Monte Carlo draws per term of the ELBO", min=10),
         "gan_steps": Knob(400, 5_000, 8_000, "training steps of each GAN", min=10),
         "gan_seeds": Knob(2, 3, 5, "GANs trained, one per seed", min=1, max=20),
+        "ddpm_seeds": Knob(3, 3, 3, "2-D DDPMs trained for the mode count, one per seed (the first is "
+                           "the one sections 6-7 study)", min=1, max=20),
     },
     "04": {
         "seed": Knob(0, 0, 0, "random seed for initialisation, batches and noise", min=0),
