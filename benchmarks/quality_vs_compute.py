@@ -11,24 +11,26 @@ digits with the real-vs-real floor at the same N (``n_eval``, 500 in ``cpu``):
 
     t_study      scaled_linear T = 100 / 250 / 500 / 1000 and the unrescaled linear T = 100 trap
                  (gpu adds T = 2000), at ``common_steps`` ancestral steps and at T steps
-    seed_spread  the T = 1000 model from ``n_seeds`` starting-noise seeds: the noise of one score
+    seed_spread  the baseline variant (T = 1000) from ``n_seeds`` starting-noise seeds: the noise of
+                 one score, with the 95 % interval of its standard deviation (chi-square)
     width_study  base widths 8 / 16 / 32 / 64 (gpu 16 ... 128): parameters, FLOPs per call
                  (torch's FlopCounterMode), seconds per digit, peak memory sampling and training,
                  quality at equal images seen and at equal wall time (step counts from the
                  measured seconds per training step, cached per machine)
     steps_study  the chapter-05 model (``--model``, the shipped reference by default) at
-                 10 ... 250 steps, ancestral and DDIM (``sampler_sweep``, chapter 07's machinery)
-    gan_study    a DCGAN trained for the diffusion model's measured training time: FD, generation
+                 10 ... 250 steps, ancestral and DDIM (``sampler_sweep``, chapter 07's machinery);
+                 trained on another budget (the shipped one: 24,000 steps), so kept off the front
+    gan_study    a DCGAN trained for the baseline variant's measured training time: FD, generation
                  time, class histogram, nearest training digits
 
-and then every configuration as (seconds per digit, FD/floor) with its Pareto front, and the
-source's three claims restated with these numbers. Trained models are cached
+and then every configuration as (seconds per digit, FD/floor), with the Pareto front of the
+models trained on the study's budget, and the three claims restated with these numbers. Trained models are cached
 (``ch13-*``); the JSON holds the report card (seed, schedules and T, sampler and steps, sample
 count and reference set, the judge, hardware, precision, library versions).
 
-Cost (``cpu``, an idle 2-core CPU): training every variant the first time takes
-about 45 minutes (five T variants, seven widths, the GAN); with them cached the study takes
-about as long as chapter 13's ``cpu`` run. Run it on an otherwise idle machine.
+Cost (``cpu``, an idle 2-core laptop-class CPU): training every variant the first time takes
+about 42 minutes (five T variants, six more width models, the GAN); with them cached the study
+takes about as long as chapter 13's ``cpu`` run. Run it on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -77,7 +79,9 @@ def print_study(study: dict) -> None:
               f"({1000 * b['seconds_per_image']:.1f} ms/digit)")
     if "seed_spread" in study:
         s = study["seed_spread"]
-        print(f"seed spread at {s['steps']} steps: FD/floor {s['frechet_ratio_mean']:.2f} +- {s['frechet_ratio_sd']:.2f}")
+        lo, hi = s["frechet_ratio_sd_95"]
+        print(f"seed spread at {s['steps']} steps: FD/floor {s['frechet_ratio_mean']:.2f} +- {s['frechet_ratio_sd']:.2f} "
+              f"(sd's 95 % interval {lo:.2f} ... {hi:.2f}, {len(s['seeds'])} seeds)")
     for r in study.get("width_study", []):
         print(f"width {r['width']:3d}: {r['parameters']:9,d} parameters, {r['flops_per_call'] / 1e6:8.1f} MFLOP/call, "
               f"{1000 * r['seconds_per_image']:6.1f} ms/digit, sampling {r['sample_peak_mib']:6.0f} MiB, "

@@ -23,9 +23,9 @@ def test_rescaled_variants_end_equally_noisy_and_the_trap_does_not():
     betas = [1e-4 + i * (0.02 - 1e-4) / 99 for i in range(100)]
     assert math.isclose(linear_100, math.prod(1 - b for b in betas), rel_tol=1e-9)
     assert 0.3 < linear_100 < 0.4          # a third of the signal's variance is still there at t = T
-    ref = qc.variant_config(cfg05, *qc.REFERENCE_VARIANT).noise_schedule().betas
-    assert torch.allclose(ref, qc.variant_config(cfg05, "linear", 1000).noise_schedule().betas), \
-        "the reference variant has chapter 05's betas"
+    base = qc.variant_config(cfg05, *qc.BASELINE_VARIANT).noise_schedule().betas
+    assert torch.allclose(base, qc.variant_config(cfg05, "linear", 1000).noise_schedule().betas), \
+        "the baseline variant has chapter 05's betas"
 
 
 def test_variants_are_chapter_05s_recipe_but_for_schedule_and_T():
@@ -43,9 +43,9 @@ def test_variants_are_chapter_05s_recipe_but_for_schedule_and_T():
         assert chapter_settings("05", profile).base_width in qc.WIDTHS[profile]
 
 
-def test_equal_time_steps_spend_the_reference_widths_time():
+def test_equal_time_steps_spend_the_baseline_widths_time():
     seconds = {8: 0.01, 16: 0.02, 32: 0.05, 64: 0.2}
-    steps = qc.equal_time_steps(1200, seconds, reference_width=32)
+    steps = qc.equal_time_steps(1200, seconds, baseline_width=32)
     assert steps[32] == 1200 and steps[8] == 6000 and steps[16] == 3000 and steps[64] == 300
     for w, s in steps.items():
         assert s * seconds[w] == pytest.approx(1200 * 0.05, rel=0.05)
@@ -69,20 +69,31 @@ def _study():
             "seed_spread": {"frechet_ratio_sd": 0.5}}
 
 
-def test_the_pareto_front_is_exactly_the_non_dominated_points():
+def test_the_pareto_front_is_exactly_the_non_dominated_controlled_points():
     points = qc.pareto_points(_study())
     assert len(points) == 3 * 2 + 2 * 2 + 2 + 1
+    controlled = [p for p in points if p["controlled"]]
+    assert {p["family"] for p in points if not p["controlled"]} == {"steps"}   # another training budget
     for p in points:
         dominated = any(q["seconds_per_image"] <= p["seconds_per_image"] and q["frechet_ratio"] <= p["frechet_ratio"]
                         and q is not p and (q["seconds_per_image"], q["frechet_ratio"])
-                        != (p["seconds_per_image"], p["frechet_ratio"]) for q in points)
-        assert p["on_front"] == (not dominated), p["label"]
-    assert {p["label"] for p in points if p["on_front"]} >= {"DCGAN"}
+                        != (p["seconds_per_image"], p["frechet_ratio"]) for q in controlled)
+        assert p["on_front"] == (p["controlled"] and not dominated), p["label"]
+    # on the front although the made-up steps point "ddim, 20 steps" (same cost, FD/floor 2) would dominate it
+    assert {p["label"] for p in points if p["on_front"]} >= {"DCGAN", "T=1000, 10 steps"}
 
 
-def test_claims_read_differences_against_the_seed_noise():
-    assert qc.verdict(0.5, 0.5).startswith("not shown")        # 0.5 < 2 sqrt(2) 0.5
+def test_the_spread_of_a_spread_and_the_verdicts():
+    lo, hi = qc.sd_interval(1.0, 3)                             # 2 degrees of freedom: chi^2_2 is exponential
+    assert lo == pytest.approx(math.sqrt(2 / (-2 * math.log(0.025))), rel=1e-9)
+    assert hi == pytest.approx(math.sqrt(2 / (-2 * math.log(0.975))), rel=1e-9)
+    assert 0.5 < lo < 0.53 and 6.2 < hi < 6.3
+    sds = torch.randn(20_000, 3, generator=torch.Generator().manual_seed(0)).std(dim=1)   # sample sds of 3 draws
+    covered = ((sds * lo <= 1) & (1 <= sds * hi)).float().mean().item()    # the interval scales with s
+    assert abs(covered - 0.95) < 0.01                           # it covers sigma = 1 95 % of the time
+    assert qc.verdict(0.5, 0.5).startswith("indistinguishable")        # 0.5 < 2 sqrt(2) 0.5
     assert qc.verdict(3.0, 0.5).startswith("holds") and qc.verdict(-3.0, 0.5).startswith("reversed")
+    assert qc.verdict(3.0, 0.5, 3.0).startswith("uncertain") and qc.verdict(9.0, 0.5, 3.0).startswith("holds")
     claims = qc.seed_claims(_study())
     t = claims["larger T is better"]
     assert t["verdict_at_common_steps"].startswith("holds") and t["trap_over_rescaled_at_T_100"] == pytest.approx(95 / 14)

@@ -36,7 +36,7 @@ class ExerciseStubs(pytest.Item):
         if self.path in self.config._nbval_failed:
             pytest.skip("a cell of this chapter failed")
         kernel = self.parent.kernel
-        code = ("from diffusion_course.editions import check_stubs_fail as _check\n"
+        code = ("from diffusion_course.course.editions import check_stubs_fail as _check\n"
                 f"print('\\n'.join(_check({str(self.path)!r})))")
         msg_id = kernel.execute_cell_input(code, allow_stdin=False)
         while True:

@@ -1,9 +1,10 @@
 """Chapter 13's controlled study of quality against compute (and ``benchmarks/quality_vs_compute.py``).
 
-A source document of the course reports FID 28.5 / 24.7 / 22.9 for T = 100 / 500 / 1000,
-models of 5M / 20M / 50M parameters taking 0.8 / 2.5 / 5.7 s per image and 1.5 / 4 / 7 GB,
-and a diffusion model at FID 22.9 against StyleGAN2 at 19.5, without saying how steps,
-schedules, sample counts or hardware were controlled. Here every diffusion model is chapter
+Three common beliefs (a larger T gives better samples; larger models cost more time and
+memory; a GAN beats a diffusion model at equal effort) are often quoted with numbers and no
+settings, e.g. FID 28.5 / 24.7 / 22.9 for T = 100 / 500 / 1000, models of 5M / 20M / 50M
+parameters taking 0.8 / 2.5 / 5.7 s per image and 1.5 / 4 / 7 GB, a diffusion model at FID
+22.9 against StyleGAN2 at 19.5 (an unsourced example). Here every diffusion model is chapter
 05's U-Net and recipe for the profile (chapter 13's ``train_steps``, chapter 05's batch and
 seed), every score is the course's judge against its floor at the same N, and each part
 changes one thing:
@@ -12,20 +13,23 @@ changes one thing:
                   betas rescaled by 1000 / T, so every T ends equally noisy, abar_T ~ 4e-5) and
                   the trap, Ho et al.'s linear betas over only T = 100 steps (abar_T = 0.36);
                   scored at the same number of sampling steps and at T steps
-    seed_spread   the same model scored from several starting-noise seeds: how large a
-                  difference has to be before it means anything
+    seed_spread   the baseline variant (rescaled T = 1000, chapter 05's width) scored from
+                  several starting-noise seeds: how large a difference has to be before it
+                  means anything, with the 95 % interval of that spread (``sd_interval``)
     width_study   the U-Net's base width: parameters, FLOPs per call (counted), seconds per
                   image, peak memory in sampling and in training (measured), and quality at
                   equal images seen and at equal wall time
     steps_study   sampling steps of the chapter-05 model (``sampler_sweep``, the machinery of
-                  ``benchmarks/sampling_steps.py``)
-    gan_study     a DCGAN trained for the same wall time as the diffusion model, same judge,
+                  ``benchmarks/sampling_steps.py``): the shipped model by default, trained on
+                  another budget than the study's models, so it is kept off the Pareto front
+    gan_study     a DCGAN trained for the same wall time as the baseline variant, same judge,
                   same N: quality, generation time, class coverage and nearest training digits
-    pareto_points / seed_claims   every configuration as (cost, quality) with its Pareto front,
-                  and the source's three claims restated with these numbers
+    pareto_points / seed_claims   every configuration as (cost, quality), with the Pareto front
+                  of the models this study trained, and the three claims restated with these numbers
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, replace
 
@@ -54,7 +58,7 @@ T_VARIANTS = {              # name -> (schedule, T)
     "T=100, linear not rescaled": ("linear", 100),
 }
 GPU_T_VARIANTS = {"T=2000": ("scaled_linear", 2000)}      # the gpu profile's wider sweep
-REFERENCE_VARIANT = ("scaled_linear", 1000)               # = chapter 05's betas (linear, T = 1000)
+BASELINE_VARIANT = ("scaled_linear", 1000)                # = chapter 05's betas (linear, T = 1000)
 
 # Base widths of the U-Net per profile (chapter 05's own is among them) and the sampling
 # steps of the steps study; the gpu profile widens both.
@@ -135,17 +139,29 @@ def t_study(cfg: Settings, judge, variants: dict | None = None, progress: bool =
     return rows
 
 
+def sd_interval(sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` confidence interval of a standard deviation estimated from n Gaussian
+    draws (sample sd, n - 1 degrees of freedom): (n - 1) s^2 / sigma^2 ~ chi^2_{n-1}, so
+    sigma lies in [s sqrt((n-1) / chi2_{(1+level)/2}), s sqrt((n-1) / chi2_{(1-level)/2})]."""
+    from scipy.stats import chi2
+
+    dof = n - 1
+    return tuple(sd * math.sqrt(dof / chi2.ppf(q, dof)) for q in ((1 + level) / 2, (1 - level) / 2))
+
+
 def seed_spread(cfg: Settings, judge, progress: bool = True) -> dict:
-    """The reference variant scored from cfg.n_seeds starting-noise seeds at cfg.common_steps:
-    the spread of one score, against which every difference in this study is read."""
-    model, info = train_variant(cfg, *REFERENCE_VARIANT, progress=progress)
+    """The baseline variant scored from cfg.n_seeds starting-noise seeds at cfg.common_steps:
+    the spread of one score, against which every difference in this study is read, and the
+    95 % interval of that spread (``sd_interval``: from 3 seeds it spans a factor of 12)."""
+    model, info = train_variant(cfg, *BASELINE_VARIANT, progress=progress)
     seeds = range(cfg.seed, cfg.seed + cfg.n_seeds)
     row = next(sweep(model, info["train_config"], judge, ["ddpm"], [cfg.common_steps], cfg.n_eval,
                      seeds, cfg.device, SAMPLE_BATCH))
     ratios = [r["frechet_ratio"] for r in row["by_seed"]]
+    sd = row["frechet_sd"] / row["frechet_floor"]
     return {"steps": cfg.common_steps, "seeds": list(seeds), "frechet_ratio_by_seed": ratios,
             "frechet_ratio_mean": sum(ratios) / len(ratios),
-            "frechet_ratio_sd": row["frechet_sd"] / row["frechet_floor"]}
+            "frechet_ratio_sd": sd, "frechet_ratio_sd_95": sd_interval(sd, len(ratios))}
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,7 +175,7 @@ def training_seconds_per_step(cfg: Settings, widths, progress: bool = True) -> d
     cfg05 = study_settings(cfg)
     timed_steps = {"ci": 3, "cpu": 10, "gpu": 30}[cfg.profile]
     key = cache_key({"widths": list(widths), "timed_steps": timed_steps},
-                    asdict(variant_config(cfg05, *REFERENCE_VARIANT)), machine_info(cfg05.device))
+                    asdict(variant_config(cfg05, *BASELINE_VARIANT)), machine_info(cfg05.device))
     path = cache_dir() / f"ch13-training-cost-{key}.pt"
 
     def measure():
@@ -167,7 +183,7 @@ def training_seconds_per_step(cfg: Settings, widths, progress: bool = True) -> d
         cost = {}
         for w in widths:
             cfg_w = study_settings(cfg, base_width=w)
-            recipe = variant_config(cfg_w, *REFERENCE_VARIANT)
+            recipe = variant_config(cfg_w, *BASELINE_VARIANT)
             train(make_unet(cfg_w), images, replace(recipe, steps=2, warmup=1), progress=False, device=cfg05.device)
             state = train(make_unet(cfg_w), images, replace(recipe, steps=timed_steps, warmup=1), progress=False,
                           device=cfg05.device)
@@ -185,7 +201,7 @@ def memory_use(cfg: Settings, width: int) -> dict:
     this width (weights, gradients, Adam's state, activations of one batch) and of two
     sampling steps of a batch of ``SAMPLE_BATCH`` digits (no gradients)."""
     cfg_w = study_settings(cfg, base_width=width)
-    recipe = variant_config(cfg_w, *REFERENCE_VARIANT)
+    recipe = variant_config(cfg_w, *BASELINE_VARIANT)
     images = training_images(cfg_w.n_train)[0][:1024]
     training = peak_memory(lambda: train(make_unet(cfg_w), images, replace(recipe, steps=2, warmup=1),
                                          progress=False, device=cfg.device), cfg.device)
@@ -197,11 +213,12 @@ def memory_use(cfg: Settings, width: int) -> dict:
             "memory_method": sampling["method"]}
 
 
-def equal_time_steps(train_steps: int, seconds_per_step: dict, reference_width: int) -> dict:
+def equal_time_steps(train_steps: int, seconds_per_step: dict, baseline_width: int) -> dict:
     """Training steps per width that take the wall time of ``train_steps`` steps at the
-    reference width (rounded to tens, at least 10; the reference width gets ``train_steps``)."""
-    budget = train_steps * seconds_per_step[reference_width]
-    return {w: train_steps if w == reference_width else max(10, round(budget / s / 10) * 10)
+    baseline width, chapter 05's (rounded to tens, at least 10; the baseline width gets
+    ``train_steps``)."""
+    budget = train_steps * seconds_per_step[baseline_width]
+    return {w: train_steps if w == baseline_width else max(10, round(budget / s / 10) * 10)
             for w, s in seconds_per_step.items()}
 
 
@@ -210,19 +227,19 @@ def width_study(cfg: Settings, judge, widths=None, progress: bool = True) -> lis
     digit at cfg.common_steps, seconds per digit, peak memory sampling a batch and training),
     and its quality trained for equal images (cfg.train_steps) and for equal wall time."""
     widths = tuple(widths or WIDTHS[cfg.profile])
-    reference = study_settings(cfg).base_width
-    if reference not in widths:
-        raise ValueError(f"the widths must include chapter 05's own, {reference}, got {widths}")
+    baseline = study_settings(cfg).base_width
+    if baseline not in widths:
+        raise ValueError(f"the widths must include chapter 05's own, {baseline}, got {widths}")
     seconds_per_step = training_seconds_per_step(cfg, widths, progress)
-    steps_for = equal_time_steps(cfg.train_steps, seconds_per_step, reference)
+    steps_for = equal_time_steps(cfg.train_steps, seconds_per_step, baseline)
     rows = []
     for w in widths:
         row = {"width": w, "seconds_per_step": seconds_per_step[w], **memory_use(cfg, w)}
         for budget, steps in (("equal_images", cfg.train_steps), ("equal_time", steps_for[w])):
-            if budget == "equal_time" and w == reference:
+            if budget == "equal_time" and w == baseline:
                 row[budget] = row["equal_images"]           # the same model
                 continue
-            model, info = train_variant(cfg, *REFERENCE_VARIANT, width=w, steps=steps, progress=progress)
+            model, info = train_variant(cfg, *BASELINE_VARIANT, width=w, steps=steps, progress=progress)
             tcfg = info["train_config"]
             row[budget] = {"train_steps": info["steps"], "train_seconds": info["seconds"],
                            "images_seen": info["steps"] * tcfg.batch_size, "trained_now": info["trained_now"],
@@ -241,11 +258,14 @@ def width_study(cfg: Settings, judge, widths=None, progress: bool = True) -> lis
 # Part 3: sampling steps of the chapter-05 model
 # ---------------------------------------------------------------------------------------
 def steps_study(cfg: Settings, judge, samplers=("ddpm", "ddim"), steps=None) -> list[dict]:
-    """The chapter-05 model (cfg.model: reference or student) sampled at every number of steps
-    of ``STEPS[profile]`` by each sampler, cfg.n_eval digits from one seed."""
+    """The chapter-05 model (cfg.model: the shipped reference or the student's) sampled at
+    every number of steps of ``STEPS[profile]`` by each sampler, cfg.n_eval digits from one
+    seed. Each row names the model and its training steps (``model_train_steps``): another
+    budget than the study's models (the shipped one: 24,000 steps)."""
     model, info = load_mnist_model(cfg.profile, cfg.model)
-    return list(sweep(model, info["train_config"], judge, samplers, steps or STEPS[cfg.profile],
-                      cfg.n_eval, [cfg.seed], cfg.device, SAMPLE_BATCH))
+    return [{**row, "model": cfg.model, "model_train_steps": info["steps"]}
+            for row in sweep(model, info["train_config"], judge, samplers, steps or STEPS[cfg.profile],
+                             cfg.n_eval, [cfg.seed], cfg.device, SAMPLE_BATCH)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,10 +284,10 @@ def coverage(samples: torch.Tensor, report: dict, train_x: torch.Tensor, real_nn
 
 
 def gan_study(cfg: Settings, judge, progress: bool = True) -> dict:
-    """A DCGAN trained for the measured training time of the reference diffusion variant,
+    """A DCGAN trained for the measured training time of the baseline diffusion variant,
     against that variant: the judge's scores at the same N, generation seconds per image,
     class coverage and nearest training digits (``coverage``)."""
-    diffusion, info = train_variant(cfg, *REFERENCE_VARIANT, progress=progress)
+    diffusion, info = train_variant(cfg, *BASELINE_VARIANT, progress=progress)
     cfg05 = info["settings"]
     budget = info["seconds"]
     train_x = training_images(cfg05.n_train)[0]          # the GAN's data and the neighbours' reference
@@ -298,11 +318,14 @@ def gan_study(cfg: Settings, judge, progress: bool = True) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
-# Part 5: every configuration on one plot, and the source's claims restated
+# Part 5: every configuration on one plot, and the three claims restated
 # ---------------------------------------------------------------------------------------
 def pareto_points(study: dict) -> list[dict]:
     """Every scored configuration as {label, family, seconds_per_image, frechet_ratio,
-    on_front}: quality against generation cost, with the Pareto front marked."""
+    controlled, on_front}: quality against generation cost. The front is taken over the
+    controlled points only, the models this study trained on one budget (the T variants, the
+    widths, the GAN: ``train_steps`` steps or their wall time); the steps study's chapter-05
+    model was trained on another budget (``controlled`` False, never on the front)."""
     points = []
     for r in study.get("t_study", []):
         for at in ("at_common_steps", "at_T_steps"):
@@ -316,29 +339,39 @@ def pareto_points(study: dict) -> list[dict]:
                 continue
             points.append({"label": f"width {r['width']}, {budget.replace('_', ' ')}", "family": "width",
                            **{k: r[budget][k] for k in ("seconds_per_image", "frechet_ratio")}})
-    for r in study.get("steps_study", []):
-        points.append({"label": f"{r['sampler']}, {r['steps']} steps", "family": "steps",
-                       **{k: r[k] for k in ("seconds_per_image", "frechet_ratio")}})
     if "gan_study" in study:
         g = study["gan_study"]["gan"]
         points.append({"label": "DCGAN", "family": "GAN", "seconds_per_image": g["seconds_per_image"],
                        "frechet_ratio": g["frechet_ratio"]})
-    front = set(pareto_front([p["seconds_per_image"] for p in points], [p["frechet_ratio"] for p in points]))
+    points = [{**p, "controlled": True} for p in points]
+    for r in study.get("steps_study", []):
+        points.append({"label": f"{r['sampler']}, {r['steps']} steps", "family": "steps", "controlled": False,
+                       **{k: r[k] for k in ("seconds_per_image", "frechet_ratio")}})
+    controlled = [i for i, p in enumerate(points) if p["controlled"]]
+    front = {controlled[j] for j in pareto_front([points[i]["seconds_per_image"] for i in controlled],
+                                                 [points[i]["frechet_ratio"] for i in controlled])}
     return [{**p, "on_front": i in front} for i, p in enumerate(points)]
 
 
-def verdict(difference: float, spread: float) -> str:
+def verdict(difference: float, spread: float, spread_high: float | None = None) -> str:
     """A difference in FD/floor read against the seed spread of one score (2 sd of the
-    difference of two independent scores: 2 sqrt(2) sd)."""
+    difference of two independent scores: 2 sqrt(2) sd). With ``spread_high``, the upper end
+    of the spread's confidence interval (``sd_interval``), a difference beyond the noise at
+    the estimated sd but not at that upper end is called uncertain."""
     limit = 2 * 2 ** 0.5 * spread
     if abs(difference) <= limit:
-        return f"not shown: the difference {difference:+.2f} is within the seed noise (+-{limit:.2f})"
+        return f"indistinguishable: the difference {difference:+.2f} is within the seed noise (+-{limit:.2f})"
+    if spread_high is not None and abs(difference) <= 2 * 2 ** 0.5 * spread_high:
+        return (f"uncertain: the difference {difference:+.2f} exceeds the seed noise at the estimated sd "
+                f"(+-{limit:.2f}) but not at the top of its 95 % interval (+-{2 * 2 ** 0.5 * spread_high:.2f})")
     return f"{'holds' if difference > 0 else 'reversed'}: difference {difference:+.2f} (noise +-{limit:.2f})"
 
 
 def seed_claims(study: dict) -> dict:
-    """The source's three claims, each restated with this study's numbers and a verdict."""
+    """The three claims, each restated with this study's numbers and a verdict against the
+    seed noise (and the top of its 95 % interval, where the spread has one)."""
     sd = study["seed_spread"]["frechet_ratio_sd"]
+    sd_high = study["seed_spread"].get("frechet_ratio_sd_95", (None, None))[1]
     out = {}
     rows = {r["variant"]: r for r in study.get("t_study", [])}
     if {"T=100", "T=1000"} <= set(rows):
@@ -347,8 +380,8 @@ def seed_claims(study: dict) -> dict:
         out["larger T is better"] = {
             "source": "FID 28.5 / 24.7 / 22.9 at T = 100 / 500 / 1000",
             "at_common_steps": common, "at_T_steps": at_T,
-            "verdict_at_common_steps": verdict(common["T=100"] - common["T=1000"], sd),
-            "verdict_at_T_steps": verdict(at_T["T=100"] - at_T["T=1000"], sd)}
+            "verdict_at_common_steps": verdict(common["T=100"] - common["T=1000"], sd, sd_high),
+            "verdict_at_T_steps": verdict(at_T["T=100"] - at_T["T=1000"], sd, sd_high)}
         if "T=100, linear not rescaled" in rows:
             out["larger T is better"]["trap_over_rescaled_at_T_100"] = (
                 common["T=100, linear not rescaled"] / common["T=100"])
@@ -370,7 +403,7 @@ def seed_claims(study: dict) -> dict:
             "source": "diffusion FID 22.9 against StyleGAN2 19.5",
             "gan_frechet_ratio": g["frechet_ratio"], "diffusion_frechet_ratio": d["frechet_ratio"],
             "gan_seconds_per_image": g["seconds_per_image"], "diffusion_seconds_per_image": d["seconds_per_image"],
-            "verdict": verdict(d["frechet_ratio"] - g["frechet_ratio"], sd)}
+            "verdict": verdict(d["frechet_ratio"] - g["frechet_ratio"], sd, sd_high)}
     return out
 
 
@@ -383,7 +416,7 @@ PARTS = ("t_study", "seed_spread", "width_study", "steps_study", "gan_study")
 def study_card(cfg: Settings, judge) -> dict:
     """The report card every number of the study shares (``evaluation.compute.report_card``)."""
     cfg05 = study_settings(cfg)
-    tcfg = variant_config(cfg05, *REFERENCE_VARIANT)
+    tcfg = variant_config(cfg05, *BASELINE_VARIANT)
     card = report_card(seed=cfg.seed, schedule=f"{tcfg.schedule} (the T study varies it)", T=tcfg.T,
                        sampler="ancestral (eta = 1), respaced, x0 clipped", steps=cfg.common_steps,
                        n_samples=cfg.n_eval, reference_set=f"MNIST test[0:{N_TEST}]", judge=judge.describe(),
