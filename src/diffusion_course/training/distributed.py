@@ -84,4 +84,7 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type != "cuda":
+        return DistributedDataParallel(model)
+    return DistributedDataParallel(model, device_ids=[torch.cuda.current_device() if device.index is None
+                                                      else device.index])
