@@ -4,7 +4,6 @@ take), and the command end to end on a few dozen images the test writes, cached 
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from diffusion_course.data.cifar import synthetic_colour_set
