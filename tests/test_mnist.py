@@ -5,7 +5,6 @@ import urllib.request
 import pytest
 import torch
 
-from diffusion_course.data import download as data
 from diffusion_course.data import paths
 from diffusion_course.data import mnist
 from diffusion_course.data.download import DataNotFoundError

@@ -128,7 +128,7 @@ def test_deepinv_euler_in_rho_time_takes_our_steps(method, alpha):
     """deepinv's EulerSolver on ``deepinv_vp_sde_rho`` (time rho = -log abar) is our Euler(-Maruyama)
     step for step: same x_T, same generator seed (both draw one N(0, I) per step, float32), and the
     same final denoising step at t_1. Measured max |difference| ~1e-6 (2-D points up to ~2)."""
-    deepinv = pytest.importorskip("deepinv")
+    pytest.importorskip("deepinv")
     from deepinv.sampling import EulerSolver
     from diffusion_course.diffusion.sampling import timesteps
     from diffusion_course.models.deepinv import deepinv_vp_sde_rho
@@ -149,7 +149,7 @@ def test_deepinv_euler_in_rho_time_takes_our_steps(method, alpha):
 def test_deepinv_ddpm_solver_matches_our_ancestral_sampler_with_the_same_noise():
     """DDPMSolver (DDIM's update at eta = 1) and our sample(eta=1) draw their N(0, I) in the same
     order: with a float32 SDE and the same seed they agree to round-off."""
-    deepinv = pytest.importorskip("deepinv")
+    pytest.importorskip("deepinv")
     from deepinv.sampling import DDPMSolver
     from diffusion_course.diffusion.sampling import timesteps
     from diffusion_course.models.deepinv import deepinv_vp_sde

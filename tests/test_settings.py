@@ -11,14 +11,28 @@ def test_explicit_profiles_used_as_given(monkeypatch):
     assert resolve_profile("cpu") == "cpu" and resolve_profile("GPU") == "gpu"
 
 
-def test_auto_defers_to_env_then_device(monkeypatch):
+def test_auto_defers_to_env_then_device(monkeypatch, capsys):
     monkeypatch.setenv("COURSE_PROFILE", "ci")
     assert resolve_profile("auto") == "ci"
     monkeypatch.delenv("COURSE_PROFILE")
     monkeypatch.setattr(settings, "accelerator_available", lambda: False)
-    assert resolve_profile("auto") == "cpu"
-    monkeypatch.setattr(settings, "accelerator_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_profile("auto") == "cpu" and capsys.readouterr().out == ""
+    monkeypatch.setattr(settings, "accelerator_available", lambda: True)     # an Apple GPU (MPS)
+    assert resolve_profile("auto") == "cpu" and "MPS" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)            # CUDA
     assert resolve_profile("auto") == "gpu"
+
+
+def test_bf16_is_auto_only_where_the_hardware_does_it(monkeypatch):
+    """A T4 (compute capability 7.5) only emulates bfloat16, slower than float32: auto keeps
+    float32 there; an A100 (8.0) gets bf16."""
+    from diffusion_course.training import device as dev
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, expected in (((7, 5), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        assert dev.resolve_precision("auto", "cuda") == expected, capability
 
 
 def test_unknown_profile_lists_allowed(monkeypatch):

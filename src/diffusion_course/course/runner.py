@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from ..data.paths import build_dir, checkout_root
+from ..training.device import pick_device
 from .editions import write_student_edition
 from .report import METRICS_MIME, named_clips
 from .settings import OVERRIDES_ENV, PROFILES, parse_value, resolve_profile
@@ -243,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"), help="override a notebook parameter")
     parser.add_argument("--build", type=Path, default=build_dir(), help="output folder")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS,
+                        help="the folder of the chapters (default: the checkout's notebooks/)")
     parser.add_argument("--keep-going", action="store_true", help="run later chapters after a failure")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="chapters run at once, one kernel each (default 1): one GPU per job on a "
@@ -258,14 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.list:
-        for p in list_chapters():
+        for p in list_chapters(args.notebooks):
             print(p.stem)
         return 0
     try:
         profile = resolve_profile(args.profile)
     except ValueError as e:
         parser.error(str(e))
-    chapters = select_chapters(args.chapters)
+    chapters = select_chapters(args.chapters, args.notebooks)
     if args.student_edition:
         for nb in chapters:
             print(write_student_edition(nb, args.build / "student"))
@@ -320,11 +323,17 @@ def _run_all(chapters: list[Path], args, profile: str, scoped: dict) -> int:
 
 
 def _job_device() -> str:
-    """What this process's kernels run on, as the runner set it up (``_start_worker``)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES"):
-        return f"gpu {os.environ['CUDA_VISIBLE_DEVICES']}"
-    threads = os.environ.get("OMP_NUM_THREADS")
-    return f"cpu, {threads} thread{'s' * (threads != '1')}" if threads else "auto"
+    """Where this process's kernels run: they inherit its environment (``$COURSE_DEVICE``, and
+    the GPU or CPU threads ``_start_worker`` gave this job), so they choose as it does."""
+    import torch
+
+    device = pick_device()
+    if device.type == "cuda":
+        return f"{device.type}:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+    if device.type != "cpu":
+        return device.type
+    threads = int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())
+    return f"cpu, {threads} thread{'s' * (threads != 1)}"
 
 
 def _run_job(nb: Path, build: Path, profile: str, overrides: dict, log_output: bool) -> tuple[dict, str | None]:

@@ -46,7 +46,9 @@ def resolve_profile(profile: str = "auto") -> str:
     """Turn ``auto`` (or an explicit name) into one of ``PROFILES``.
 
     An explicit profile is used as given. ``auto`` defers to ``$COURSE_PROFILE`` (CI sets it
-    to ``ci``), and without it to device detection.
+    to ``ci``), and without it to the device: ``gpu`` with CUDA, else ``cpu`` (also on an
+    Apple GPU, MPS: the ``gpu`` sizes are meant for a data-centre card, while a laptop's GPU
+    runs the laptop profile faster than its CPU would; it says so).
     """
     if not isinstance(profile, str):
         raise TypeError(f"PROFILE must be a string, one of {('auto',) + PROFILES}, got {profile!r}")
@@ -59,7 +61,12 @@ def resolve_profile(profile: str = "auto") -> str:
                     f"${PROFILE_ENV}={forced!r} is not a profile; allowed: {', '.join(PROFILES)}"
                 )
             return forced
-        return "gpu" if accelerator_available() else "cpu"
+        if torch.cuda.is_available():
+            return "gpu"
+        if accelerator_available():
+            print("an Apple GPU (MPS) was found: running the laptop-sized 'cpu' profile on it "
+                  "(PROFILE = 'gpu' asks for the full sizes)")
+        return "cpu"
     if name not in PROFILES:
         raise ValueError(
             f"unknown profile {profile!r}; allowed: auto, {', '.join(PROFILES)}"

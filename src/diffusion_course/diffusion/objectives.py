@@ -61,18 +61,28 @@ def loss_weight(kind: str, snr: torch.Tensor, min_snr_gamma: float | None) -> to
     return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[kind]
 
 
+def draw_noise(x0: torch.Tensor, schedule: NoiseSchedule, generator: torch.Generator | None = None,
+               noise=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, eps) for a batch: t ~ U{1..T}, then eps ~ N(0, I) (or ``noise(shape, generator)``),
+    drawn in that order from ``generator``, on x0's device."""
+    t = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator).to(x0.device)
+    eps = (torch.randn(x0.shape, generator=generator) if noise is None
+           else noise(tuple(x0.shape), generator)).to(x0.device)
+    return t, eps
+
+
 def diffusion_loss(model, x0: torch.Tensor, schedule: NoiseSchedule, kind: str = "eps",
                    min_snr_gamma: float | None = None, labels: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None, noise=None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, noise=None,
+                   t: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
     """The simplified DDPM loss: t ~ U{1..T}, eps ~ N(0, I), x_t = a x0 + s eps,
     loss = mean_t w(t) || net(x_t, t) - target ||^2 (w = 1 unless min-SNR weighting).
 
     ``noise(shape, generator)`` replaces the law of eps (default ``torch.randn``; chapter 14
-    passes ``mixture_noise.noise_fn(...)``, a zero-mean unit-variance mixture)."""
-    b = x0.shape[0]
-    t = torch.randint(1, schedule.T + 1, (b,), generator=generator).to(x0.device)
-    eps = (torch.randn(x0.shape, generator=generator) if noise is None
-           else noise(tuple(x0.shape), generator)).to(x0.device)
+    passes ``mixture_noise.noise_fn(...)``, a zero-mean unit-variance mixture). ``t`` and
+    ``eps``, when given, are used instead of drawing them (``draw_noise``)."""
+    if t is None or eps is None:
+        t, eps = draw_noise(x0, schedule, generator, noise)
     ab = schedule.alpha_bars.to(x0.device)[t].float()
     a, s = _bc(ab.sqrt(), x0), _bc((1 - ab).sqrt(), x0)
     xt = a * x0 + s * eps

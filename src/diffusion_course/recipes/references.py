@@ -6,7 +6,10 @@
     python -m diffusion_course.recipes.references fsdd-logmag   # chapter 11's spoken digits
 
 Training goes through ``training.cache.load_or_train`` (the course cache, resumable: run the
-same command again after an interruption). Run it on an otherwise idle machine.
+same command again after an interruption). Run it on an otherwise idle machine. On several
+GPUs, launch it with ``torchrun --nproc-per-node N -m diffusion_course.recipes.references
+NAME``: each of N processes takes a slice of every batch (``training.distributed``; the recipe's
+batch size is then per process, so the run is another recipe, with another cache entry).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..training import distributed
 from ..training.references import COMMAND, export_reference, sha256sum
 from . import mnist_ddpm, spoken_digits
 
@@ -32,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(train_by_name))
     parser.add_argument("--out", type=Path, default=None, help="file to write (default: the package's)")
     args = parser.parse_args(argv)
+    distributed.start()
     print(f"training reference {args.name}")
     ema, info = train_by_name[args.name](args.name)
+    if not distributed.is_main():
+        return 0
     if not info["complete"]:
         print("training stopped early; run the command again to resume", file=sys.stderr)
         return 1

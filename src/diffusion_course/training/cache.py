@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -24,6 +24,7 @@ import torch
 
 from ..data.paths import CACHE_ENV, cache_dir
 from .checkpoints import checked, read_file, save_atomically
+from .distributed import barrier, from_main, is_main
 from .loop import TrainConfig, checkpoint_blob, save_checkpoint, train
 
 T = TypeVar("T")
@@ -96,14 +97,17 @@ def cached(path: Path, load: Callable[[object], T], compute: Callable[[], tuple[
     ``path`` if it exists, else ``compute()``, which returns the result and what to store
     (written atomically; ``None`` stores nothing, e.g. a training run cut short that will
     resume). "seconds" is the time ``compute`` took (0 when loaded). The entry is locked
-    throughout (``cache_lock``); an unreadable file is an error that names it."""
-    with cache_lock(path):
-        if path.exists():
+    throughout (``cache_lock``); an unreadable file is an error that names it. When several
+    processes train together (``distributed``), they all follow rank 0: it holds the lock,
+    decides whether the file is there, and alone writes it."""
+    with cache_lock(path) if is_main() else nullcontext():
+        if from_main(path.exists()):
             return load(read_file(path)), {"path": str(path), "trained_now": False, "seconds": 0.0}
         start = time.perf_counter()
         result, contents = compute()
-        if contents is not None:
+        if contents is not None and is_main():
             save_atomically(contents, path)
+        barrier()                    # nobody reads the entry before rank 0 has written it
         return result, {"path": str(path), "trained_now": True, "seconds": time.perf_counter() - start}
 
 

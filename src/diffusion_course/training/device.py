@@ -20,11 +20,12 @@ def accelerator_available() -> bool:
 
 
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
-    """True where bfloat16 matrix maths has hardware support: CUDA GPUs from Ampere on, and
-    CPUs with AMX or AVX512-BF16 (read from /proc/cpuinfo; elsewhere assume not)."""
+    """True where bfloat16 matrix maths has hardware support: CUDA GPUs from Ampere on (not a
+    T4, where torch emulates bfloat16 more slowly than float32), and CPUs with AMX or
+    AVX512-BF16 (read from /proc/cpuinfo; elsewhere assume not)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type != "cpu":
         return False
     try:

@@ -14,10 +14,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..diffusion.objectives import PARAMETERISATIONS, diffusion_loss
+from ..diffusion.objectives import PARAMETERISATIONS, diffusion_loss, draw_noise
 from ..diffusion.schedules import SCHEDULES, NoiseSchedule
 from .checkpoints import FORMAT, CheckpointError, read_checkpoint, save_atomically
 from .device import PRECISIONS, autocast
+from .distributed import barrier, from_main, is_main, mean, rank_and_world, shard, wrap
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,10 @@ def checkpoint_blob(state: TrainState, cfg: TrainConfig, extra: dict | None = No
 
 
 def save_checkpoint(state: TrainState, cfg: TrainConfig, path: Path, extra: dict | None = None) -> None:
-    """``checkpoint_blob`` written atomically (``checkpoints.save_atomically``)."""
-    save_atomically(checkpoint_blob(state, cfg, extra), path)
+    """``checkpoint_blob`` written atomically (``checkpoints.save_atomically``), by rank 0 only
+    when several processes train together (``distributed``)."""
+    if is_main():
+        save_atomically(checkpoint_blob(state, cfg, extra), path)
 
 
 def load_state(path: Path, state: TrainState, cfg: TrainConfig) -> None:
@@ -135,14 +138,14 @@ def load_state(path: Path, state: TrainState, cfg: TrainConfig) -> None:
 
 
 def draw_batch(images: torch.Tensor, labels: torch.Tensor | None, cfg: TrainConfig, g: torch.Generator,
-               null_label: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A batch drawn with replacement (indices from ``g``, a CPU generator) and, with labels,
-    each label replaced by ``null_label`` with probability ``cfg.label_dropout``."""
-    idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=g).to(images.device)
+               null_label: int | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``size`` examples drawn with replacement (indices from ``g``, a CPU generator) and, with
+    labels, each label replaced by ``null_label`` with probability ``cfg.label_dropout``."""
+    idx = torch.randint(0, images.shape[0], (size,), generator=g).to(images.device)
     if labels is None:
         return images[idx], None
     y = labels[idx].clone()
-    drop = torch.rand(cfg.batch_size, generator=g).to(images.device) < cfg.label_dropout
+    drop = torch.rand(size, generator=g).to(images.device) < cfg.label_dropout
     y[drop] = null_label
     return images[idx], y
 
@@ -164,27 +167,32 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
     ``diffusion.objectives.diffusion_loss``).
     """
     model.to(device).train()
+    net, world = wrap(model, torch.device(device)), rank_and_world()[1]   # DDP under torchrun
     state = new_state(model, cfg)
     if checkpoint is not None and Path(checkpoint).exists():
         load_state(Path(checkpoint), state, cfg)
     schedule = cfg.noise_schedule()
     images = images.to(device)
     # Labels matter only to a class-conditional model (one with a num_classes).
-    conditional = getattr(model, "num_classes", None) is not None
-    labels = labels.to(device) if conditional and labels is not None else None
+    null_label = getattr(model, "num_classes", None)
+    labels = labels.to(device) if null_label is not None and labels is not None else None
     g = state.generator
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(total=cfg.steps, initial=state.step, desc="training", disable=not progress,
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="training", disable=not progress or not is_main(),
                dynamic_ncols=True)
     start = call_start = time.perf_counter()  # start: for state.seconds; call_start: for the budget
     while state.step < end:
-        if max_seconds is not None and time.perf_counter() - call_start > max_seconds:
+        # rank 0's clock decides for every rank, or one rank would stop while another waits for it
+        if max_seconds is not None and from_main(time.perf_counter() - call_start > max_seconds):
             break
-        x0, y = draw_batch(images, labels, cfg, g, getattr(model, "num_classes", None))
+        # the global batch of world x B examples, with its steps and noise; this rank's slice of it
+        x0, y = draw_batch(images, labels, cfg, g, null_label, cfg.batch_size * world)
+        t, eps = draw_noise(x0, schedule, g, noise)
+        x0, y, t, eps = shard(x0, y, t, eps)
         for group in state.optimizer.param_groups:
             group["lr"] = lr_at(state.step, cfg)
         with autocast(cfg.precision, device):
-            loss = diffusion_loss(model, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, g, noise)
+            loss = diffusion_loss(net, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, t=t, eps=eps)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -192,7 +200,7 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
         state.optimizer.step()
         ema_update(state.ema, model, ema_decay_at(state.step, cfg.ema_decay))
         state.step += 1
-        state.losses.append(loss.item())
+        state.losses.append(mean(loss).item())
         if state.step in keep_ema_at:
             state.ema_history[state.step] = {k: v.detach().cpu().clone()
                                              for k, v in state.ema.state_dict().items()}
@@ -207,5 +215,6 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
     state.seconds += time.perf_counter() - start
     if checkpoint is not None:
         save_checkpoint(state, cfg, checkpoint)
+    barrier()                        # the others wait until rank 0 has written the checkpoint
     model.eval()
     return state
