@@ -35,20 +35,26 @@ def fsdd_root() -> Path:
 
 @pytest.fixture(scope="session")
 def ci_judge_cache(tmp_path_factory):
-    """A cache folder holding the `ci` judge, trained once per test session, and the judge:
-    tests that run commands in an empty cache copy it in (``seed_cache``) instead of each
-    training their own (about 8 s each)."""
+    """A cache folder holding the `ci` judge, and the judge: tests that run commands in an empty
+    cache copy it in (``seed_cache``) instead of each training their own (about 8 s each). The
+    judge is the chapters' own, from the cache they use (``data.paths.cache_dir``): trained
+    there once if it is not there yet, and then loaded by every chapter nbval runs."""
+    import shutil
+
+    from diffusion_course.data.paths import cache_dir
     from diffusion_course.evaluation import judge as judge_module
 
     root = data_root_with(*MNIST_FILES, what="real MNIST (both splits)")
-    cache = tmp_path_factory.mktemp("ci-judge-cache")
+    shared, cache = cache_dir(), tmp_path_factory.mktemp("ci-judge-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COURSE_DATA_ROOT", str(root))
-        mp.setenv("COURSE_CACHE", str(cache))
+        mp.setenv("COURSE_CACHE", str(shared))
         mp.setenv("COURSE_DEVICE", "cpu")
         mp.setattr(judge_module, "_JUDGES", {})
         judge = judge_module.load_judge("ci", progress=False)
-    assert judge.info["trained_now"] and list(cache.glob("mnist-classifier-*.pt"))
+    path = Path(judge.info["path"])
+    assert path.parent == shared and path.exists(), judge.info
+    shutil.copy(path, cache / path.name)
     return cache, judge
 
 

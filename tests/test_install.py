@@ -95,7 +95,7 @@ def file_set(folder: Path) -> set[str]:
 
 def test_wheel_runs_a_chapter_from_a_temporary_folder(environments, tmp_path, real_data_root):
     python, site = environments["installed"]
-    where = subprocess.run([str(python), "-c", "import diffusion_course, json; from diffusion_course import paths; "
+    where = subprocess.run([str(python), "-c", "import diffusion_course, json; from diffusion_course.data import paths; "
                             "print(json.dumps([diffusion_course.__file__, paths.describe()]))"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     module_file, described = json.loads(where)

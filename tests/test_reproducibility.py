@@ -59,11 +59,15 @@ def assert_identical(a, b):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_two_processes_and_a_killed_run_give_bit_identical_weights(precision, tmp_path, real_data_root):
+    """Two processes, fp32 and bf16: bit-identical. In fp32 also a run killed after its step-16
+    checkpoint and resumed: bit-identical to the uninterrupted one."""
     first, second, killed = (tmp_path / name for name in ("first", "second", "killed"))
     for cache in (first, second):
         done = run(cache, precision, data_root=real_data_root)
         assert done.returncode == 0, done.stderr[-2000:]
     assert_identical(trained_weights(first), trained_weights(second))
+    if precision != "fp32":
+        return                           # resuming restores the same state in any precision: checked once
 
     died = run(killed, precision, kill_at=16, data_root=real_data_root)
     assert died.returncode == -9, (died.returncode, died.stderr[-2000:])

@@ -139,8 +139,11 @@ def test_two_jobs_share_a_model_trained_once(tmp_path, real_data_root):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     for name in ("01_first", "02_second"):
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(SHARED_MODEL_CHAPTER)]
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                "language": "python"},
+                                                 "language_info": {"name": "python"}})
+        parameters = nbformat.v4.new_code_cell('PROFILE = "auto"', metadata={"tags": ["parameters"]})
+        nb.cells = [parameters, nbformat.v4.new_code_cell(SHARED_MODEL_CHAPTER)]
         nbformat.write(nb, notebooks / f"{name}.ipynb")
     env = {**os.environ, "COURSE_CACHE": str(tmp_path / "cache"), "COURSE_DATA_ROOT": str(real_data_root)}
     build = tmp_path / "build"

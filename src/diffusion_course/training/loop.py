@@ -150,6 +150,25 @@ def draw_batch(images: torch.Tensor, labels: torch.Tensor | None, cfg: TrainConf
     return images[idx], y
 
 
+def optimise(net: torch.nn.Module, model: torch.nn.Module, state: TrainState, cfg: TrainConfig, schedule,
+             x0: torch.Tensor, y: torch.Tensor | None, t: torch.Tensor, eps: torch.Tensor, device) -> None:
+    """One step: the learning rate of this step, the diffusion loss of this rank's slice through
+    ``net`` (``model`` itself, or wrapped in DDP, which averages the gradients over the ranks),
+    AdamW, the EMA update, and the loss averaged over the ranks into ``state.losses``."""
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr_at(state.step, cfg)
+    with autocast(cfg.precision, device):
+        loss = diffusion_loss(net, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, t=t, eps=eps)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    state.optimizer.step()
+    ema_update(state.ema, model, ema_decay_at(state.step, cfg.ema_decay))
+    state.step += 1
+    state.losses.append(mean(loss).item())
+
+
 def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
           labels: torch.Tensor | None = None, checkpoint: Path | None = None,
           checkpoint_every: int = 500, stop_after: int | None = None,
@@ -188,19 +207,7 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
         # the global batch of world x B examples, with its steps and noise; this rank's slice of it
         x0, y = draw_batch(images, labels, cfg, g, null_label, cfg.batch_size * world)
         t, eps = draw_noise(x0, schedule, g, noise)
-        x0, y, t, eps = shard(x0, y, t, eps)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr_at(state.step, cfg)
-        with autocast(cfg.precision, device):
-            loss = diffusion_loss(net, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, t=t, eps=eps)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        state.optimizer.step()
-        ema_update(state.ema, model, ema_decay_at(state.step, cfg.ema_decay))
-        state.step += 1
-        state.losses.append(mean(loss).item())
+        optimise(net, model, state, cfg, schedule, *shard(x0, y, t, eps), device=device)
         if state.step in keep_ema_at:
             state.ema_history[state.step] = {k: v.detach().cpu().clone()
                                              for k, v in state.ema.state_dict().items()}
