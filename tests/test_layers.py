@@ -1,4 +1,4 @@
-"""The package's layers (README, "Architecture"): every import, inside functions included,
+"""The package's layers (CONTRIBUTING.md, "Architecture"): every import, inside functions included,
 goes down the stack or stays in its own subpackage, and no modules import each other in a
 circle. Read from the source, so nothing needs to be imported to check it."""
 import ast

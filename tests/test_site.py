@@ -110,6 +110,8 @@ def test_pages_state_profile_and_measured_numbers(built_site):
 
 
 def _wait_for_maths(page) -> None:
+    if page.evaluate("() => document.querySelectorAll('.math').length") == 0:
+        return                       # Sphinx loads MathJax only on pages with maths
     page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
     page.evaluate("() => MathJax.startup.promise")
 
@@ -163,8 +165,14 @@ def test_chapter_page_in_a_browser(page, server, chapter):
 
 def test_home_page_in_a_browser(page, server):
     found = _check_page(page, server + "index.html")
-    assert found["rendered"] > 0, "the notation table's maths"
     assert "Open in Colab" in found["text"]
+    assert {server + "notation.html", server + "references.html"} <= set(found["links"]), \
+        "the README's links to docs/ lead to the site's own pages"
+
+
+def test_notation_page_in_a_browser(page, server):
+    found = _check_page(page, server + "notation.html")
+    assert found["rendered"] > 0, "the notation table's maths"
 
 
 def test_chapter_11_audio_plays(page, server):

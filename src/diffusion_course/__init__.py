@@ -1,3 +1,3 @@
-"""Shared, tested helpers for the diffusion-models course (see notebooks/ and the README's
-"Architecture" section for the layers of this package)."""
+"""Shared, tested helpers for the diffusion-models course (see notebooks/ and CONTRIBUTING.md,
+"Architecture", for the layers of this package)."""
 __version__ = "0.1.0"

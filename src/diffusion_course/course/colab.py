@@ -6,21 +6,33 @@ diffusion_course.course.colab`` rewrites both in every notebook after the reposi
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-
-import nbformat
 
 from ..data.paths import checkout_root
 
 REPO_SLUG = "diffusion-course/diffusion-course"
 BRANCH = "main"
 
+# Cell 1 of every chapter, the first code a student reads: short, and a no-op outside Colab.
+# The Drive folder keeps trained models across Colab sessions (data is quick to download again).
+DRIVE_MOUNT = "/content/drive"
+DRIVE_CACHE = f"{DRIVE_MOUNT}/MyDrive/diffusion-course/checkpoints"
 SETUP_CELL = f"""\
-# Setup: on Colab, install the course package (torch is already there); locally, do nothing.
-import sys
+# Setup, only on Colab: install the course package (Colab's torch is kept). For a GPU, pick
+# Runtime > Change runtime type > GPU before running this cell. Locally it does nothing.
+KEEP_CACHE_ON_DRIVE = False  # True: keep trained models in your Google Drive across sessions
+import os, sys
 if "google.colab" in sys.modules:
-    %pip install -q "diffusion-course @ git+https://github.com/{REPO_SLUG}@{BRANCH}"\
+    %pip install -q "diffusion-course @ git+https://github.com/{REPO_SLUG}@{BRANCH}"
+    import torch
+    if KEEP_CACHE_ON_DRIVE:
+        from google.colab import drive
+        drive.mount("{DRIVE_MOUNT}")
+        os.environ["COURSE_CACHE"] = "{DRIVE_CACHE}"
+    if not torch.cuda.is_available():
+        print("No GPU: this chapter runs its cpu profile (for a GPU: Runtime > Change runtime type > GPU).")\
 """
 
 
@@ -33,18 +45,25 @@ def badge_markdown(notebook_path: str) -> str:
             f"({colab_url(notebook_path)})")
 
 
+def _lines(text: str) -> list[str]:
+    """A cell's source as the notebook file stores it: one string per line."""
+    return text.splitlines(keepends=True)
+
+
 def fix_notebook(path: Path, repo_root: Path) -> bool:
-    """Rewrite the badge line and the setup cell of one notebook; True if it changed."""
-    nb = nbformat.read(path, as_version=4)
+    """Rewrite the badge line and the setup cell of one notebook; True if it changed. The file
+    is read and written as plain JSON, so everything else in it (key order included) stays."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
     rel = path.resolve().relative_to(repo_root.resolve()).as_posix()
     badge = badge_markdown(rel)
-    first = nb.cells[0].source.split("\n")
-    changed = first[0] != badge or nb.cells[1].source != SETUP_CELL
+    intro, setup = nb["cells"][0], nb["cells"][1]
+    first = "".join(intro["source"]).split("\n")
+    changed = first[0] != badge or "".join(setup["source"]) != SETUP_CELL
     if changed:
-        nb.cells[0].source = "\n".join([badge] + first[1:]) if "colab" in first[0] else \
-            "\n".join([badge, ""] + first)
-        nb.cells[1].source = SETUP_CELL
-        nbformat.write(nb, path)
+        intro["source"] = _lines("\n".join([badge] + first[1:]) if "colab" in first[0] else
+                                 "\n".join([badge, ""] + first))
+        setup["source"] = _lines(SETUP_CELL)
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return changed
 
 

@@ -6,7 +6,8 @@
 Reads what the runner wrote (``<build>/executed/*.ipynb``, ``<build>/metrics/*.json``) and
 never executes a notebook again. Sphinx with MyST-NB renders each executed chapter (outputs,
 figures, LaTeX maths, chapter 11's audio players) as one page; the home page is the README
-(chapter table with run times per profile and Colab links, profiles, notation, references).
+(chapter table with run times per profile and Colab links, profiles), and the notation and
+references of ``docs/`` are pages of their own.
 Every page says which profile and run produced it and ends with the numbers the chapter
 measured. MathJax is served from the site itself, so the pages work offline. The site is
 built in a scratch folder and moved into place only when complete.
@@ -103,8 +104,16 @@ def chapter_page(executed: Path, summary: dict):
     return nb
 
 
+DOCS = REPO_ROOT / "docs"
+
+
+def doc_pages() -> list[Path]:
+    """The Markdown pages of ``docs/`` (notation, references), each a page of the site."""
+    return sorted(DOCS.glob("*.md"))
+
+
 def home_page(chapters: list[str], profiles: set[str]) -> str:
-    """The README, its chapter links pointing at the pages, plus the table of contents."""
+    """The README, its chapter and docs/ links pointing at the pages, plus the table of contents."""
     readme = offline_badges((REPO_ROOT / "README.md").read_text())
     readme = re.sub(r"\]\(notebooks/([^)]+)\.ipynb\)", r"](\1.ipynb)", readme)
     readme = re.sub(r"\]\((?!https?://|#)([^)]+)\)", lambda m: _repo_link(m.group(1)), readme)
@@ -112,14 +121,18 @@ def home_page(chapters: list[str], profiles: set[str]) -> str:
     shown = ", ".join(f"`{p}`" for p in sorted(profiles))
     note = (f"```{{note}}\nThese pages show the chapters as executed in the {shown} profile: "
             "outputs, figures and measured numbers are that run's.\n```\n")
-    toc = "\n```{toctree}\n:hidden:\n:maxdepth: 1\n\n" + "\n".join(chapters) + "\n```\n"
+    pages = chapters + [doc.stem for doc in doc_pages()]
+    toc = "\n```{toctree}\n:hidden:\n:maxdepth: 1\n\n" + "\n".join(pages) + "\n```\n"
     return f"{title}\n\n{note}{body}\n{toc}"
 
 
 def _repo_link(target: str) -> str:
-    """A README link to a file of the repository (not a page): keep it working on the site."""
+    """A README link to a file of the repository: to its page where the site has one (a chapter,
+    a docs/ page), else to the file on GitHub."""
     if target.endswith(".ipynb"):
         return f"]({target})"
+    if REPO_ROOT / target in doc_pages():
+        return f"]({Path(target).name})"
     from .colab import BRANCH, REPO_SLUG
     return f"](https://github.com/{REPO_SLUG}/blob/{BRANCH}/{target})"
 
@@ -151,6 +164,8 @@ def build_site(build: Path, out: Path, quiet: bool = True) -> Path:
             profiles.add(summary["profile"])
             nbformat.write(chapter_page(build / "executed" / f"{chapter}.ipynb", summary),
                            src / f"{chapter}.ipynb")
+        for doc in doc_pages():
+            shutil.copy(doc, src / doc.name)
         (src / "index.md").write_text(home_page(chapters, profiles))
         html = scratch / "html"
         log = scratch / "warnings.txt"

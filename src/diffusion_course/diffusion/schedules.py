@@ -48,7 +48,7 @@ def angle_betas(T: int, max_beta: float = 0.999) -> torch.Tensor:
     """The angle schedule of v-diffusion (Salimans & Ho 2022; Crowson's audio-diffusion): the
     signal and noise scales are cos(phi) and sin(phi) of an angle phi = pi tau / 2 linear in
     tau = t / T in [0, 1] (papers write them alpha(tau), sigma(tau); the course keeps alpha_t
-    for 1 - beta_t, see the README's notation table), i.e.
+    for 1 - beta_t, see docs/notation.md), i.e.
 
         sqrt(abar_t) = cos(pi t / (2T)),   sqrt(1 - abar_t) = sin(pi t / (2T)),   beta_t = 1 - abar_t / abar_{t-1}
 
