@@ -53,9 +53,10 @@ test-unit: $(STAMP)
 site: $(STAMP)
 	$(PY) -m diffusion_course.course.site --build build --out build/site
 
-# Every chapter with its solutions replaced by stubs, into build/student/.
+# Every chapter with its solutions replaced by stubs, into notebooks/student/ (committed: Colab
+# opens it from GitHub and the website links it; tests/test_exercises.py checks it is current).
 student: $(STAMP)
-	$(PY) -m diffusion_course --student-edition $(CHAPTERS)
+	$(PY) -m diffusion_course.course.editions
 
 lab: $(STAMP)
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks
