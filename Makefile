@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'the course needs Python 3.11 or newer; this is ' + sys.version.split()[0] + ' (set PYTHON=python3.11 or newer)')"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) --editable ".[dev]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (diffusion course)" >/dev/null
+	$(PY) -m diffusion_course.course.kernel --sys-prefix >/dev/null
 	$(PY) -c "import torch, torchvision, deepinv; print('environment ready: torch', torch.__version__, '| torchvision', torchvision.__version__, '| deepinv', deepinv.__version__)"
 	@touch $@
 
