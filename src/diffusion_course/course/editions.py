@@ -32,6 +32,7 @@ from pathlib import Path
 
 import nbformat
 
+from ..data.paths import checkout_root
 from .colab import badge_markdown, colab_url
 
 EXERCISE = re.compile(r"^### Exercise\b")
@@ -167,14 +168,12 @@ def check_stubs_fail(notebook: Path | str, shell=None) -> list[str]:
 
 def main() -> int:
     """Write every chapter's student edition into the checkout's ``notebooks/student/``."""
-    from .runner import REPO_ROOT, list_chapters
-
-    chapters = list_chapters()
-    if not chapters:
+    root = checkout_root()
+    if root is None:
         print("run this from a checkout of the course (it writes notebooks/student/ there)", file=sys.stderr)
         return 2
-    for notebook in chapters:
-        print(write_student_edition(notebook, REPO_ROOT / STUDENT_FOLDER).relative_to(REPO_ROOT))
+    for notebook in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        print(write_student_edition(notebook, root / STUDENT_FOLDER).relative_to(root))
     return 0
 
 
