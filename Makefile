@@ -28,11 +28,11 @@ endif
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt src/diffusion_course/course/kernel.py
 	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'the course needs Python 3.11 or newer; this is ' + sys.version.split()[0] + ' (set PYTHON=python3.11 or newer)')"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) --editable ".[dev]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (diffusion course)" >/dev/null
+	$(PY) -m diffusion_course.course.kernel --sys-prefix >/dev/null
 	$(PY) -c "import torch, torchvision, deepinv; print('environment ready: torch', torch.__version__, '| torchvision', torchvision.__version__, '| deepinv', deepinv.__version__)"
 	@touch $@
 
@@ -53,9 +53,10 @@ test-unit: $(STAMP)
 site: $(STAMP)
 	$(PY) -m diffusion_course.course.site --build build --out build/site
 
-# Every chapter with its solutions replaced by stubs, into build/student/.
+# Every chapter with its solutions replaced by stubs, into notebooks/student/ (committed: Colab
+# opens it from GitHub and the website links it; tests/test_exercises.py checks it is current).
 student: $(STAMP)
-	$(PY) -m diffusion_course --student-edition $(CHAPTERS)
+	$(PY) -m diffusion_course.course.editions
 
 lab: $(STAMP)
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks

@@ -5,6 +5,7 @@ import re
 import nbformat
 import pytest
 
+from diffusion_course.course import colab
 from diffusion_course.course import editions
 from diffusion_course.course import runner
 from diffusion_course.course.runner import list_chapters
@@ -62,8 +63,26 @@ def test_student_edition_has_stubs_where_the_solutions_were(notebook, tmp_path):
         assert student.cells[i].id == nb.cells[i].id and student.cells[i].cell_type == nb.cells[i].cell_type
         assert not editions.is_solution(student.cells[i])
         assert nb.cells[i].source.strip() not in student.cells[i].source
-    assert [c.source for i, c in enumerate(student.cells) if i not in solutions] == \
-        [c.source for i, c in enumerate(nb.cells) if i not in solutions], "everything else is unchanged"
+    assert [c.source for i, c in enumerate(student.cells) if i not in solutions][1:] == \
+        [c.source for i, c in enumerate(nb.cells) if i not in solutions][1:], "everything else is unchanged"
+    first = student.cells[0].source
+    assert first.split("\n")[0] == colab.badge_markdown(f"notebooks/student/{path.name}")
+    assert first.endswith(nb.cells[0].source.partition("\n")[2]), "the chapter's own first cell follows"
+    assert colab.colab_url(f"notebooks/{path.name}") in first, "it points at the full edition"
+
+
+def test_published_student_edition_is_current(notebook, tmp_path):
+    """notebooks/student/ (what Colab and the website open) is what `make student` writes now."""
+    path, _ = notebook
+    published = runner.REPO_ROOT / editions.student_path(path.name)
+    assert published.exists(), f"{published} is missing: run `make student`"
+    assert published.read_text() == editions.write_student_edition(path, tmp_path).read_text(), \
+        f"{published.name} is out of date: run `make student`"
+
+
+def test_no_stray_student_editions():
+    published = sorted(p.name for p in (runner.REPO_ROOT / editions.STUDENT_FOLDER).glob("*.ipynb"))
+    assert published == [p.name for p in CHAPTERS], "one student edition per chapter, no other"
 
 
 def _nb(*cells):

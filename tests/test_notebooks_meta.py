@@ -2,12 +2,15 @@
 no committed outputs, and parameters that match the chapter's knobs (with the defaults
 that their comments state)."""
 import ast
+import json
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from diffusion_course.course import colab
+from diffusion_course.course import kernel
 from diffusion_course.course import settings
 from diffusion_course.course.runner import list_chapters, REPO_ROOT
 
@@ -56,6 +59,30 @@ def test_committed_without_outputs(notebook):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_metadata_is_what_jupyterlab_writes_with_the_course_kernel(notebook):
+    """JupyterLab rewrites the kernelspec and language_info when the kernel starts, and marks the
+    notebook modified if they change (tests/test_lab.py opens chapter 01 in it)."""
+    _, nb = notebook
+    assert nb.metadata == kernel.NOTEBOOK_METADATA
+
+
+def test_written_as_jupyter_writes_notebooks(notebook):
+    """Keys sorted, one-space indent: what JupyterLab's save and nbstripout write, so neither
+    reformats a chapter."""
+    path, nb = notebook
+    assert path.read_text(encoding="utf-8") == nbformat.writes(nb) + "\n", \
+        "rewrite it with nbformat.write, or json.dump(nb, f, indent=1, ensure_ascii=False, sort_keys=True)"
+
+
+def test_make_env_installs_the_course_kernel(tmp_path):
+    assert "-m diffusion_course.course.kernel --sys-prefix" in (REPO_ROOT / "Makefile").read_text()
+    spec = json.loads((Path(kernel.install(prefix=str(tmp_path))) / "kernel.json").read_text())
+    assert spec["display_name"] == kernel.DISPLAY_NAME and spec["language"] == "python"
+    assert "--IPKernelApp.kernel_class=diffusion_course.course.kernel.CourseKernel" in spec["argv"]
+    assert Path(kernel.install(prefix=str(tmp_path))).name == kernel.NAME
+    assert "version" not in kernel.CourseKernel.language_info
 
 
 RUN_TIME = r"(~|≈|about |under |at most )?\s*(\d[\d.,]*(\s*[-–]\s*\d[\d.,]*)?\s*(s|min|minutes|seconds|h)\b|a few (seconds|minutes|min)\b|seconds\b)"

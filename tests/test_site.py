@@ -16,8 +16,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
 
+from diffusion_course.course import colab
+from diffusion_course.course import editions
 from diffusion_course.course import runner
 from diffusion_course.course import site
 
@@ -109,6 +112,35 @@ def test_pages_state_profile_and_measured_numbers(built_site):
     assert all(f'href="{c}.html"' in home for c in CHAPTERS), "the chapter table links every page"
 
 
+def test_fold_solutions_puts_each_run_of_solutions_in_one_toggle():
+    def cell(source, solution=False):
+        new = nbformat.v4.new_code_cell(source)
+        new.metadata["tags"] = ["solution"] if solution else []
+        return new
+
+    cells = [cell("a"), cell("s1", True), cell("s2", True), cell("b"), cell("s3", True)]
+    shown = [c.source for c in site.fold_solutions(cells)]
+    assert shown == ["a", site.SOLUTION_OPEN, "s1", "s2", site.SOLUTION_CLOSE, "b",
+                     site.SOLUTION_OPEN, "s3", site.SOLUTION_CLOSE]
+
+
+def _solution_runs(chapter: str) -> int:
+    """How many runs of consecutive solution cells the chapter has: one toggle each."""
+    flags = [editions.is_solution(c) for c in nbformat.read(runner.NOTEBOOKS / f"{chapter}.ipynb", 4).cells]
+    return sum(flag and not before for flag, before in zip(flags, [False] + flags))
+
+
+def test_solutions_are_folded_and_both_editions_are_in_colab(built_site):
+    for chapter in CHAPTERS:
+        html = (built_site / f"{chapter}.html").read_text()
+        assert html.count('<details class="solution">') == _solution_runs(chapter) > 0, chapter
+        assert html.count("</details>") >= html.count("<details"), chapter
+        name = f"{chapter}.ipynb"
+        for path in (f"notebooks/{name}", editions.student_path(name)):
+            assert f'href="{colab.colab_url(path)}"' in html, f"{chapter}: no Colab link to {path}"
+            assert (REPO / path).exists(), f"{chapter}'s Colab link names {path}, not in the repository"
+
+
 def _wait_for_maths(page) -> None:
     if page.evaluate("() => document.querySelectorAll('.math').length") == 0:
         return                       # Sphinx loads MathJax only on pages with maths
@@ -158,9 +190,26 @@ def test_chapter_page_in_a_browser(page, server, chapter):
     assert found["rendered"] > 0, "every chapter has maths"
     assert found["images"] > 0, "every chapter shows figures"
     assert "Numbers measured in this run" in found["text"]
+    _check_solutions_folded(page, chapter)
     if chapter == "02_forward_process":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
+
+
+def _check_solutions_folded(page, chapter: str) -> None:
+    """Every solution sits in a closed toggle that hides it; a click on "Solution" shows it."""
+    shown = """() => Array.from(document.querySelectorAll('details.solution')).map(d =>
+        ({open: d.open, summary: d.querySelector('summary').innerText.trim(),
+          visible: Array.from(d.children).filter(c => c.tagName !== 'SUMMARY')
+                        .map(c => c.checkVisibility())}))"""
+    folded = page.evaluate(shown)
+    assert len(folded) == _solution_runs(chapter)
+    for toggle in folded:
+        assert toggle["summary"] == "Solution" and toggle["visible"], f"{chapter}: an empty toggle {toggle}"
+        assert not toggle["open"] and not any(toggle["visible"]), f"{chapter}: a solution is shown unasked"
+    page.click("details.solution > summary")
+    first = page.evaluate(shown)[0]
+    assert first["open"] and all(first["visible"]), f"{chapter}: the first toggle does not open"
 
 
 def test_home_page_in_a_browser(page, server):

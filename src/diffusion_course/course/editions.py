@@ -9,7 +9,12 @@ the same place: the cell's ``stub`` metadata if it has one (say, a function sign
 ``...``), else a prompt to write the answer. Check cells stay, so a student runs them on
 their own answer.
 
-    python -m diffusion_course --student-edition          # all chapters into build/student/
+    python -m diffusion_course.course.editions   # every chapter into notebooks/student/ (make student)
+    python -m diffusion_course --student-edition  # the same files into build/student/
+
+The copy in ``notebooks/student/`` is committed, so that Colab can open it from GitHub and the
+website can link it; ``tests/test_exercises.py`` checks that it is what this module writes.
+Its first cell carries its own Colab badge and points at the full edition.
 
 A check that passes on the stub checks nothing. ``check_stubs_fail`` runs, in a kernel that
 has just executed the whole chapter, every coding exercise's stub followed by its check cells,
@@ -22,12 +27,17 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from pathlib import Path
 
 import nbformat
 
+from ..data.paths import checkout_root
+from .colab import badge_markdown, colab_url
+
 EXERCISE = re.compile(r"^### Exercise\b")
 SOLUTION, STUB = "solution", "stub"
+STUDENT_FOLDER = "notebooks/student"     # the published student edition, relative to the checkout
 
 
 def is_exercise(cell) -> bool:
@@ -79,10 +89,28 @@ def student_edition(nb):
     return out
 
 
+def student_path(name: str) -> str:
+    """Where the student edition of the chapter file ``name`` lives in the repository."""
+    return f"{STUDENT_FOLDER}/{name}"
+
+
+def student_first_cell(source: str, name: str) -> str:
+    """The full edition's first cell with the student edition's own Colab badge, and a line
+    that says what this edition is and where the full one is."""
+    lines = source.split("\n")
+    if lines[0] == badge_markdown(f"notebooks/{name}"):
+        lines = lines[1:]
+    note = (f"*Student edition: each exercise's solution is replaced by a stub for you to write. "
+            f"The full edition, with the solutions, is `notebooks/{name}` "
+            f"([open it in Colab]({colab_url(f'notebooks/{name}')})).*")
+    return "\n".join([badge_markdown(student_path(name)), "", note] + lines)
+
+
 def write_student_edition(notebook: Path, folder: Path) -> Path:
     """Write the student edition of ``notebook`` into ``folder``, validated, all or nothing."""
     nb = nbformat.read(notebook, as_version=4)
     student = student_edition(nb)
+    student.cells[0].source = student_first_cell(student.cells[0].source, notebook.name)
     nbformat.validate(student)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / notebook.name
@@ -136,3 +164,18 @@ def check_stubs_fail(notebook: Path | str, shell=None) -> list[str]:
         raise AssertionError("exercise checks that cannot fail on their stubs, or broken stubs:\n  "
                              + "\n  ".join(problems))
     return lines
+
+
+def main() -> int:
+    """Write every chapter's student edition into the checkout's ``notebooks/student/``."""
+    root = checkout_root()
+    if root is None:
+        print("run this from a checkout of the course (it writes notebooks/student/ there)", file=sys.stderr)
+        return 2
+    for notebook in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        print(write_student_edition(notebook, root / STUDENT_FOLDER).relative_to(root))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

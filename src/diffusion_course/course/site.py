@@ -9,8 +9,10 @@ figures, LaTeX maths, chapter 11's audio players) as one page; the home page is 
 (chapter table with run times per profile and Colab links, profiles), and the notation and
 references of ``docs/`` are pages of their own.
 Every page says which profile and run produced it and ends with the numbers the chapter
-measured. MathJax is served from the site itself, so the pages work offline. The site is
-built in a scratch folder and moved into place only when complete.
+measured. Each exercise's solution is folded (a "Solution" toggle, closed until a reader opens
+it), and each chapter links its student edition in Colab beside the full one. MathJax is served
+from the site itself, so the pages work offline. The site is built in a scratch folder and moved
+into place only when complete.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from pathlib import Path
 import nbformat
 
 from ..data.paths import build_dir
+from .colab import colab_url
+from .editions import is_solution, student_path
 from .runner import REPO_ROOT, list_chapters
 
 TITLE = "Diffusion models, from Gaussian noise to sound"
@@ -49,6 +53,31 @@ suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
 def offline_badges(markdown: str) -> str:
     """The Colab badge as a plain link: its image lives on Google's servers."""
     return BADGE.sub(r"[Open in Colab](\1)", markdown)
+
+
+def colab_links(first_cell: str, name: str) -> str:
+    """The first cell's Colab badge as plain links to both editions of the chapter ``name``."""
+    full, _, rest = offline_badges(first_cell).partition("\n")
+    student = f"[Student edition in Colab]({colab_url(student_path(name))}) (exercises without solutions)"
+    return f"{full} · {student}\n{rest}"
+
+
+SOLUTION_OPEN = '<details class="solution">\n<summary>Solution</summary>'
+SOLUTION_CLOSE = "</details>"
+
+
+def fold_solutions(cells: list) -> list:
+    """Each run of consecutive solution cells inside a ``<details>`` toggle (closed by default):
+    a reader tries the exercise before seeing the answer."""
+    folded, inside = [], False
+    for cell in cells:
+        if is_solution(cell) != inside:
+            inside = not inside
+            folded.append(nbformat.v4.new_markdown_cell(SOLUTION_OPEN if inside else SOLUTION_CLOSE))
+        folded.append(cell)
+    if inside:
+        folded.append(nbformat.v4.new_markdown_cell(SOLUTION_CLOSE))
+    return folded
 
 
 def _format(value) -> str:
@@ -92,11 +121,13 @@ def metrics_cell(summary: dict) -> str:
 
 
 def chapter_page(executed: Path, summary: dict):
-    """The executed notebook with the run note, its metrics, and offline badges."""
+    """The executed notebook with the run note, its metrics, offline links to both editions in
+    Colab, and the solutions folded."""
     nb = nbformat.read(executed, as_version=4)
-    nb.cells[0].source = offline_badges(nb.cells[0].source)
+    nb.cells[0].source = colab_links(nb.cells[0].source, executed.name)
     nb.cells[1].metadata.setdefault("tags", []).append("remove-cell")   # the Colab-only setup
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(run_note(summary, executed)))
+    nb.cells = fold_solutions(nb.cells)
     nb.cells.append(nbformat.v4.new_markdown_cell(metrics_cell(summary)))
     for cell in nb.cells:
         cell.pop("id", None)              # ids are not needed on a page; keeps inserted cells valid
