@@ -401,9 +401,9 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "n_exact": Knob(2, 6, 64, "test digits whose exact likelihood is computed (784 network "
                         "calls per order)", min=1, max=10_000),
         "elbo_draws": Knob(8, 64, 256, "(t, order) draws per test digit for the bound", min=1),
-        "ardm_groups": Knob("1,16", "1,4,16,49", "1,2,4,8,16,49,98,196", "comma-separated pixels "
+        "ardm_groups": Knob("4,16", "1,4,16,49", "1,2,4,8,16,49,98,196", "comma-separated pixels "
                             "per network call of the sampling comparison (784/k calls)"),
-        "n_ardm_samples": Knob(8, 16, 64, "digits sampled per group size", min=1),
+        "n_ardm_samples": Knob(4, 16, 64, "digits sampled per group size", min=1),
         # 5: colour
         "colour_data": Knob("synthetic", "synthetic", "cifar10", "training images of the colour "
                             "DDPM: the synthetic shapes (no download) or CIFAR-10 (163 MiB download)",
