@@ -105,11 +105,17 @@ def test_wheel_runs_a_chapter_from_a_temporary_folder(environments, tmp_path, re
     env = {k: v for k, v in os.environ.items() if k not in (paths.CACHE_ENV, "PYTHONPATH")}
     env.update({paths.DATA_ENV: str(real_data_root), "COURSE_PROFILE": "ci", "MPLBACKEND": "agg",
                 "COURSE_DEVICE": "cpu"})
-    notebook = REPO / "notebooks" / "04_autoencoders_and_unets.ipynb"
+    notebook = REPO / "notebooks" / "02_forward_process.ipynb"     # a chapter that runs in seconds
     run = subprocess.run([str(python), "-m", "papermill", "--kernel", "python3", str(notebook), "out.ipynb",
                           "-p", "PROFILE", "ci"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
+    train = ("from diffusion_course.course.settings import chapter_settings\n"
+             "from diffusion_course.recipes.autoencoder import load_denoising_autoencoder\n"
+             "load_denoising_autoencoder(chapter_settings('04', 'ci', train_steps=5, n_train=100), progress=False)")
+    trained = subprocess.run([str(python), "-c", train], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
     assert list((tmp_path / "checkpoints").glob("denoising-autoencoder-*.pt")), "the cache goes under ./checkpoints"
     assert file_set(site) == before, "nothing may be written inside site-packages"
 
