@@ -370,7 +370,7 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "n_draws": Knob(100_000, 400_000, 2_000_000, "Monte Carlo draws per check of the noise law "
                         "and of the forward chain's marginal", min=1_000),
         "toy_T": Knob(100, 100, 1000, "diffusion steps of the 2-D toy models (cosine schedule)", min=2),
-        "toy_train_steps": Knob(1_500, 4_000, 10_000, "optimiser steps of each 2-D model (Gaussian "
+        "toy_train_steps": Knob(800, 4_000, 10_000, "optimiser steps of each 2-D model (Gaussian "
                                 "and mixture noise: same steps, batch and seed)", min=1),
         "n_points": Knob(4_000, 20_000, 100_000, "training points from the ring of 8 Gaussians", min=100),
         "n_samples": Knob(2_000, 5_000, 20_000, "points sampled from each 2-D model and sampler",
@@ -383,7 +383,7 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "mnist_width": Knob(16, 16, 32, "channels of the MNIST U-Net's first level", min=8),
         "mnist_ema_decay": Knob(0.99, 0.995, 0.999, "EMA decay of the MNIST models' weights",
                                 min=0.0, max=0.9999),
-        "n_eval": Knob(50, 300, 1_000, "digits per MNIST model and sampler scored by the judge",
+        "n_eval": Knob(32, 300, 1_000, "digits per MNIST model and sampler scored by the judge",
                        min=10, max=10_000),
         "sample_steps": Knob(20, 100, 250, "ancestral sampling steps of the MNIST models",
                              min=1, max=1000),
