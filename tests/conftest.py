@@ -21,6 +21,21 @@ MNIST_FILES = [f"MNIST/raw/{name}|MNIST/raw/{name}.gz" for name in
                 "train-labels-idx1-ubyte")]
 
 
+# Script lines for a training process that dies (SIGKILL) right after writing the checkpoint of
+# step ``kill_at``: the tests of resuming paste it after ``import os, signal`` and
+# ``from diffusion_course.training import loop`` and set ``kill_at`` (-1: never).
+DIE_AFTER_CHECKPOINT = """
+save = loop.save_checkpoint
+
+def save_then_maybe_die(state, *args, **kwargs):
+    save(state, *args, **kwargs)
+    if state.step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+loop.save_checkpoint = save_then_maybe_die
+"""
+
+
 @pytest.fixture
 def real_data_root() -> Path:
     """A folder holding both real MNIST splits (gzipped or extracted), or skip."""

@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 
+from conftest import DIE_AFTER_CHECKPOINT
+
 STEPS, BATCH = 6, 4
 SCRIPT = f"""
 import os, signal, sys
@@ -24,14 +26,7 @@ torch.set_default_dtype(torch.float64)
 device = distributed.start()
 rank, world = distributed.rank_and_world()
 batch, kill_at = int(sys.argv[1]), int(sys.argv[2])
-save = loop.save_checkpoint
-
-def save_then_maybe_die(state, *args, **kwargs):
-    save(state, *args, **kwargs)
-    if state.step == kill_at:                  # killed right after this checkpoint was written
-        os.kill(os.getpid(), signal.SIGKILL)
-
-loop.save_checkpoint = save_then_maybe_die
+{DIE_AFTER_CHECKPOINT}
 g = torch.Generator().manual_seed(7)
 images = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
 cfg = TrainConfig(steps={STEPS}, batch_size=batch, lr=3e-3, warmup=2, ema_decay=0.9, T=50, kind="v")

@@ -11,6 +11,8 @@ import sys
 import pytest
 import torch
 
+from conftest import DIE_AFTER_CHECKPOINT
+
 STEPS = 24
 RUN = f"""
 import os, signal, sys
@@ -21,14 +23,7 @@ from diffusion_course.training import cache, loop
 
 cfg = chapter_settings("05", "ci", train_steps={STEPS}, precision=sys.argv[1])
 kill_at = int(sys.argv[2])
-save = loop.save_checkpoint
-
-def save_then_maybe_die(state, *args, **kwargs):
-    save(state, *args, **kwargs)
-    if state.step == kill_at:            # killed right after this checkpoint was written
-        os.kill(os.getpid(), signal.SIGKILL)
-
-loop.save_checkpoint = save_then_maybe_die
+{DIE_AFTER_CHECKPOINT}
 cache.load_or_train("mnist-ddpm", lambda: make_unet(cfg), train_config(cfg),
                        lambda: training_images(cfg.n_train), data_spec(cfg.n_train),
                        progress=False, checkpoint_every=8)
