@@ -12,6 +12,7 @@ import pytest
 from diffusion_course.course import colab
 from diffusion_course.course import kernel
 from diffusion_course.course import settings
+from diffusion_course.course import story
 from diffusion_course.course.runner import list_chapters, REPO_ROOT
 
 CHAPTERS = list_chapters()
@@ -98,13 +99,53 @@ def stated_run_times(first_cell: str) -> dict:
     return times
 
 
-def test_states_run_time_per_profile_and_what_you_should_see(notebook):
+def test_opens_with_the_picture_the_question_and_the_run_times(notebook):
+    """The first cell says what the chapter is for, what the student will be able to do, what it
+    needs and how long each profile runs; a figure comes before the first numbered section."""
     _, nb = notebook
-    assert "Expected run time" in nb.cells[0].source
-    times = stated_run_times(nb.cells[0].source)
+    first = nb.cells[0].source
+    assert "you will be able to" in first.lower() and "you need" in first.lower(), \
+        "the first cell says what the student will be able to do and what it needs"
+    times = stated_run_times(first)
     assert all(times.values()), f"the first cell states a run time for every profile: {times}"
+    section = next(i for i, c in enumerate(nb.cells)
+                   if c.cell_type == "markdown" and re.match(r"##\s+1\.", c.source))
+    assert any(c.cell_type == "code" and "show(" in c.source for c in nb.cells[2:section]), \
+        "a figure of what the chapter makes happen comes before section 1"
+
+
+def test_story_fits_an_evening(notebook):
+    """At most 3,000 words and 15 numbers in the story, at most 20 knobs; the rest, measurements
+    and "what you should see" lists included, waits in collapsed parts (diffusion_course.course.story)."""
+    path, nb = notebook
+    assert story.story_words(nb) <= story.MAX_STORY_WORDS, f"{story.story_words(nb)} words in the story"
+    numbers = story.story_numbers(nb)
+    assert len(numbers) <= story.MAX_STORY_NUMBERS, f"{len(numbers)} numbers in the story: {numbers}"
+    assert len(story.knobs(nb)) <= story.MAX_KNOBS, story.knobs(nb)
+    assert not any("what you should see" in text.lower() for _, text in story.story_cells(nb))
+    assert not story.forward_references(nb, path.stem[:2]), \
+        "a later chapter is named outside a **Primer** paragraph, the recap or the appendix"
+
+
+def test_measurements_wait_in_a_collapsed_appendix(notebook):
+    _, nb = notebook
+    titles = [nb.cells[start].source.lstrip("# ").split("\n")[0] for start, _ in story.collapsed_sections(nb)]
+    assert any(t.lower().startswith("measurements") for t in titles), f"collapsed sections: {titles}"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     assert "what you should see" in text
+
+
+def test_folded_cells_and_solutions_are_folded_everywhere(notebook):
+    """A folded cell is hidden in JupyterLab, Colab and on the website alike; every solution is
+    folded in the full edition too, so scrolling does not give an exercise away."""
+    _, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata
+        marks = ["hide-input" in meta.get("tags", []), meta.get("jupyter", {}).get("source_hidden", False),
+                 meta.get("cellView") == "form"]
+        assert all(marks) or not any(marks), f"cell {i}: fold it with story.fold (all three marks)"
+        if story.is_solution(cell):
+            assert story.is_folded_solution(cell), f"cell {i}: fold the solution with story.fold_solution"
 
 
 def test_stated_run_times_parser():

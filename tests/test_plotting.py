@@ -21,3 +21,22 @@ def test_tile_clamps_out_of_range_values_and_rejects_bad_shapes():
         tile(torch.zeros(2, 28, 28), nrow=2)
     with pytest.raises(ValueError, match="nrow"):
         tile(torch.zeros(2, 1, 28, 28), nrow=0)
+
+
+def test_log_axes_label_ticks_as_plain_numbers():
+    """After setup_matplotlib, a log axis reads "2", "0.1", "300", never "2 x 10^0"."""
+    import matplotlib.pyplot as plt
+
+    from diffusion_course.course.report import setup_matplotlib
+
+    setup_matplotlib()
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 5], [0.05, 0.3, 300])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    fig.canvas.draw()
+    minor = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    major = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    plt.close(fig)
+    assert "2" in minor and "3" in minor and "0.1" in major and "100" in major
+    assert not any("10^" in t or "times" in t or "$" in t for t in minor + major), minor + major

@@ -23,6 +23,7 @@ from diffusion_course.course import colab
 from diffusion_course.course import editions
 from diffusion_course.course import runner
 from diffusion_course.course import site
+from diffusion_course.course import story
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "build" / "test"
@@ -125,15 +126,30 @@ def test_fold_solutions_puts_each_run_of_solutions_in_one_toggle():
 
 
 def _solution_runs(chapter: str) -> int:
-    """How many runs of consecutive solution cells the chapter has: one toggle each."""
-    flags = [editions.is_solution(c) for c in nbformat.read(runner.NOTEBOOKS / f"{chapter}.ipynb", 4).cells]
+    """How many runs of consecutive solution cells (other than markdown ``<details>`` blocks,
+    folded on their own) the chapter has: one toggle each."""
+    flags = [editions.is_solution(c) and not c.source.startswith("<details")
+             for c in nbformat.read(runner.NOTEBOOKS / f"{chapter}.ipynb", 4).cells]
     return sum(flag and not before for flag, before in zip(flags, [False] + flags))
+
+
+def test_collapsed_sections_become_a_heading_and_a_closed_toggle():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(s) for s in
+                ("## 1. Story", "## Measurements", "### Seeds\n\ntext", "## Recap")]
+    nb.cells[1].metadata[story.COLLAPSED] = True
+    site.fold_collapsed_sections(nb)
+    assert [c.source for c in nb.cells] == [
+        "## 1. Story", "## Measurements", '<details class="appendix">\n<summary>Show: Measurements</summary>',
+        "**Seeds**\n\ntext", site.SOLUTION_CLOSE, "## Recap"]
 
 
 def test_solutions_are_folded_and_both_editions_are_in_colab(built_site):
     for chapter in CHAPTERS:
         html = (built_site / f"{chapter}.html").read_text()
         assert html.count('<details class="solution">') == _solution_runs(chapter) > 0, chapter
+        assert html.count('<details class="appendix">') == len(story.collapsed_sections(
+            nbformat.read(runner.NOTEBOOKS / f"{chapter}.ipynb", 4))) > 0, chapter
         assert html.count("</details>") >= html.count("<details"), chapter
         name = f"{chapter}.ipynb"
         for path in (f"notebooks/{name}", editions.student_path(name)):

@@ -66,7 +66,8 @@ def exercises(nb) -> list[dict]:
 
 def stub_for(cell, title: str):
     """The cell a student sees in place of ``cell`` (a solution of exercise ``title``)."""
-    tags = [t for t in cell.metadata.get("tags", []) if t != SOLUTION] + [STUB]
+    # the stub is for the student to write in: nothing of the solution's folding stays
+    tags = [t for t in cell.metadata.get("tags", []) if t not in (SOLUTION, "hide-input")] + [STUB]
     if cell.cell_type == "code":
         text = cell.metadata.get(STUB) or f"# {title}: write your solution here.\n..."
         new = nbformat.v4.new_code_cell(text)

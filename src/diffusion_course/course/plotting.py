@@ -29,3 +29,21 @@ def image_grid(ax, images: torch.Tensor, nrow: int, title: str | None = None) ->
     ax.set_xticks([]); ax.set_yticks([]); ax.grid(False)
     if title:
         ax.set_title(title)
+
+
+def plain_log_labels() -> None:
+    """Every log axis from now on labels its ticks as plain numbers ("2", "0.05", "300"), not
+    matplotlib's "2 x 10^0": ``report.setup_matplotlib`` calls it for every chapter."""
+    from matplotlib import scale, ticker
+
+    class PlainLogFormatter(ticker.LogFormatter):
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:g}"
+
+    class PlainLogScale(scale.LogScale):
+        def set_default_locators_and_formatters(self, axis):
+            super().set_default_locators_and_formatters(axis)
+            axis.set_major_formatter(PlainLogFormatter(self.base))
+            axis.set_minor_formatter(PlainLogFormatter(self.base, labelOnlyBase=False))
+
+    scale.register_scale(PlainLogScale)

@@ -23,7 +23,10 @@ _NAMED_PLAYER = re.compile(r'<audio [^>]*data-file="([^"]+)" src="data:audio/wav
 
 
 def setup_matplotlib() -> None:
-    """Figures with an opaque white background read well in light and dark themes."""
+    """Figures with an opaque white background read well in light and dark themes; log axes
+    label their ticks as plain numbers."""
+    from .plotting import plain_log_labels
+
     import matplotlib as mpl
 
     mpl.rcParams.update({
@@ -31,6 +34,7 @@ def setup_matplotlib() -> None:
         "figure.dpi": 100, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
         "axes.spines.top": False, "axes.spines.right": False, "font.size": 10,
     })
+    plain_log_labels()
 
 
 def show(fig, name: str) -> None:

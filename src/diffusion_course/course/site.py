@@ -31,6 +31,7 @@ import nbformat
 from ..data.paths import build_dir
 from .colab import colab_url
 from .editions import is_solution, student_path
+from .story import HEADING, HIDE_INPUT, collapsed_sections
 from .runner import REPO_ROOT, list_chapters
 
 TITLE = "Diffusion models, from Gaussian noise to sound"
@@ -68,16 +69,34 @@ SOLUTION_CLOSE = "</details>"
 
 def fold_solutions(cells: list) -> list:
     """Each run of consecutive solution cells inside a ``<details>`` toggle (closed by default):
-    a reader tries the exercise before seeing the answer."""
+    a reader tries the exercise before seeing the answer. A markdown solution that is a
+    ``<details>`` block already stays as it is."""
     folded, inside = [], False
     for cell in cells:
-        if is_solution(cell) != inside:
+        if is_solution(cell):
+            tags = cell.metadata.get("tags", [])
+            cell.metadata["tags"] = [t for t in tags if t != HIDE_INPUT]   # the toggle hides it
+        hidden = is_solution(cell) and not cell.source.lstrip().startswith("<details")
+        if hidden != inside:
             inside = not inside
             folded.append(nbformat.v4.new_markdown_cell(SOLUTION_OPEN if inside else SOLUTION_CLOSE))
         folded.append(cell)
     if inside:
         folded.append(nbformat.v4.new_markdown_cell(SOLUTION_CLOSE))
     return folded
+
+
+def fold_collapsed_sections(nb) -> None:
+    """Each collapsed section (the chapter's measurements appendix) as its heading followed by a
+    closed toggle holding the rest; headings inside become bold lines (a toggle holds no section)."""
+    for start, end in reversed(collapsed_sections(nb)):
+        for cell in nb.cells[start + 1:end]:
+            if cell.cell_type == "markdown":
+                cell.source = HEADING.sub(lambda m: f"**{m.group(2).strip()}**", cell.source)
+        title = HEADING.match(nb.cells[start].source.lstrip()).group(2).strip()
+        nb.cells[end:end] = [nbformat.v4.new_markdown_cell(SOLUTION_CLOSE)]
+        nb.cells[start + 1:start + 1] = [nbformat.v4.new_markdown_cell(
+            f'<details class="appendix">\n<summary>Show: {title}</summary>')]
 
 
 def _format(value) -> str:
@@ -127,6 +146,7 @@ def chapter_page(executed: Path, summary: dict):
     nb.cells[0].source = colab_links(nb.cells[0].source, executed.name)
     nb.cells[1].metadata.setdefault("tags", []).append("remove-cell")   # the Colab-only setup
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(run_note(summary, executed)))
+    fold_collapsed_sections(nb)
     nb.cells = fold_solutions(nb.cells)
     nb.cells.append(nbformat.v4.new_markdown_cell(metrics_cell(summary)))
     for cell in nb.cells:
