@@ -129,13 +129,24 @@ def test_chapter_opens_clean_in_jupyterlab_with_the_course_kernel(lab):
                     await new Promise(r => setTimeout(r, 50));
                 }
                 await new Promise(r => setTimeout(r, 500));   // any later metadata write lands
+                const cells = panel.content.widgets, tags = c => c.model.getMetadata('tags') ?? [];
+                const appendix = cells.findIndex(c => c.model.getMetadata('jp-MarkdownHeadingCollapsed'));
                 return {dirty: model.dirty, tabDirty: !!document.querySelector('.jp-mod-dirty'),
                         kernel: kernel.name, displayName: panel.sessionContext.kernelDisplayName,
-                        metadata: model.getMetadata()};
+                        metadata: model.getMetadata(),
+                        solutionsHidden: cells.filter(c => tags(c).includes('solution') && c.model.type === 'code')
+                                              .map(c => c.inputHidden && c.outputHidden),
+                        foldedHidden: cells.filter(c => tags(c).includes('hide-input')).map(c => c.inputHidden),
+                        appendix: appendix < 0 ? null : {collapsed: cells[appendix].headingCollapsed,
+                                                         next: cells[appendix + 1]?.isHidden}};
             }""")
             assert (opened["kernel"], opened["displayName"]) == (kernel.NAME, kernel.DISPLAY_NAME)
             assert not opened["dirty"] and not opened["tabDirty"], \
                 f"JupyterLab marked the notebook modified on open; its metadata now: {opened['metadata']}"
+            # a student scrolling through sees no solution and no appendix until they open it
+            assert opened["solutionsHidden"] and all(opened["solutionsHidden"]), opened["solutionsHidden"]
+            assert all(opened["foldedHidden"]), opened["foldedHidden"]
+            assert opened["appendix"] in (None, {"collapsed": True, "next": True}), opened["appendix"]
 
             ran = page.evaluate(f"""async () => {{
                 const app = window.jupyterapp, panel = app.shell.currentWidget;
@@ -158,4 +169,6 @@ def test_chapter_opens_clean_in_jupyterlab_with_the_course_kernel(lab):
     saved = json.loads((root / CHAPTER).read_text())
     committed = json.loads((REPO / "notebooks" / CHAPTER).read_text())
     assert saved["metadata"] == committed["metadata"], "JupyterLab's save changed the notebook's metadata"
-    assert _stripped(saved) == committed, "JupyterLab's save, outputs stripped, is the committed notebook"
+    changed = [(i, a.get("metadata"), b.get("metadata")) for i, (a, b)
+               in enumerate(zip(_stripped(saved)["cells"], committed["cells"])) if a != b]
+    assert _stripped(saved) == committed, f"JupyterLab's save changed cells (index, saved, committed): {changed[:3]}"

@@ -179,13 +179,15 @@ def fold_solution(cell) -> None:
     if cell["cell_type"] == "code":
         fold(cell)
         cell["metadata"]["jupyter"]["outputs_hidden"] = True
+        cell["metadata"]["collapsed"] = True      # the older flag, which JupyterLab writes beside it
     elif not _source(cell).lstrip().startswith("<details"):
         cell["source"] = SOLUTION_DETAILS + _source(cell).strip() + "\n\n</details>"
 
 
 def is_folded_solution(cell) -> bool:
     if cell["cell_type"] == "code":
-        return is_folded(cell) and cell["metadata"]["jupyter"].get("outputs_hidden") is True
+        meta = cell["metadata"]
+        return is_folded(cell) and meta["jupyter"].get("outputs_hidden") is True and meta.get("collapsed") is True
     return bool(DETAILS.fullmatch(_source(cell).strip()))
 
 
