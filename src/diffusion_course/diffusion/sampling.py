@@ -9,7 +9,20 @@ x0_hat and eps_hat from the network (see objectives.to_x0_eps):
 eta = 0 is deterministic DDIM (Song et al. 2021). eta = 1 with all T steps is exactly
 DDPM's ancestral step with the posterior variance (1 - abar_{t-1}) beta_t / (1 - abar_t)
 (Ho et al. 2020): tests/test_sampling.py checks this against ``ddpm_step``. Fewer steps
-("respacing") pick a sub-sequence of 1..T, uniformly or quadratically spaced.
+("respacing") pick a sub-sequence of 1..T, uniformly or quadratically spaced, or (``sample``
+``spacing="logsnr"``) evenly in log-SNR.
+
+``order = 2`` is DPM-Solver++(2M) (Lu et al. 2022): in log-SNR lambda_t = log(a_t / s_t)
+the step above is the exponential integrator with x0_hat held constant over [t, s] (first
+order); the multistep solver instead extrapolates x0_hat linearly in lambda from this step's
+and the previous step's predictions,
+
+    D = x0_hat_t + (x0_hat_t - x0_hat_prev) h / (2 h_prev),   h = lambda_s - lambda_t,  h_prev = lambda_t - lambda_prev
+
+and takes the same step with D (eps_hat recomputed from x_t and D). eta = 0 gives the ODE
+solver DPM-Solver++(2M), eta = 1 its stochastic version DPM-Solver++(2M) SDE (midpoint
+form), whose first order is the ancestral step. The first step (no previous prediction) and
+the last (to t = 0, where lambda is infinite) stay first order.
 
 ``ddim_invert`` runs the eta = 0 update forwards in t (image -> noise), ``sdedit`` noises
 an image to some t0 and samples back from there, ``slerp`` interpolates between noises;
@@ -17,6 +30,7 @@ classifier-free guidance is ``predict``'s ``labels`` and ``guidance``; the rever
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -40,6 +54,21 @@ def timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
     frac = torch.linspace(0, 1, steps, dtype=torch.float64) ** power
     ts = sorted({int(round(1 + (T - 1) * f)) for f in frac.tolist()}, reverse=True)
     return ts
+
+
+def logsnr_timesteps(schedule: NoiseSchedule, steps: int, top: int | None = None) -> list[int]:
+    """Descending steps top = t_n > ... > t_1 = 1, evenly spaced in log-SNR lambda_t (rounded to
+    the nearest step, duplicates dropped): the grid DPM-Solver uses (Lu et al. 2022), where a
+    multistep solver's steps are equally hard."""
+    top = schedule.T if top is None else top
+    if not isinstance(steps, int) or not 1 <= steps <= top:
+        raise ValueError(f"steps must be an int in 1..{top}, got {steps!r}")
+    if steps == 1:
+        return [top]
+    lam = log_snr(schedule.alpha_bars[1:top + 1])                     # decreasing in t
+    targets = torch.linspace(lam[-1].item(), lam[0].item(), steps, dtype=torch.float64)
+    nearest = (lam.view(1, -1) - targets.view(-1, 1)).abs().argmin(dim=1) + 1
+    return sorted(set(nearest.tolist()), reverse=True)
 
 
 def guidance_weights(text: str) -> list[float]:
@@ -101,6 +130,22 @@ def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch
     return x0, eps
 
 
+def log_snr(ab: torch.Tensor) -> torch.Tensor:
+    """lambda_t = log(a_t / s_t) = log(abar_t / (1 - abar_t)) / 2."""
+    return 0.5 * (ab / (1 - ab)).log()
+
+
+def multistep_x0(x0: torch.Tensor, x0_prev: torch.Tensor | None, lam_prev: float | None, lam_t: float,
+                 lam_s: float) -> torch.Tensor:
+    """DPM-Solver++(2M)'s x0_hat for the step t -> s: the linear extrapolation in lambda of this
+    step's and the previous step's predictions to the middle of [lambda_t, lambda_s]. Without
+    a previous prediction, or on the last step (lambda_s infinite), x0_hat itself."""
+    if x0_prev is None or not math.isfinite(lam_s):
+        return x0
+    ratio = (lam_s - lam_t) / (2 * (lam_t - lam_prev))       # h / (2 h_prev)
+    return x0 + ratio * (x0 - x0_prev)
+
+
 def step_mean(x0: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor,
               eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The step from t down to s < t of the respaced chain, given the predictions (x0_hat,
@@ -121,10 +166,11 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
            labels: torch.Tensor | None = None, guidance: float | None = None,
            generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
            snapshot_at: tuple[int, ...] = (), device: torch.device | str = "cpu",
-           progress: bool = False, start_t: int | None = None, noise=None) -> Trajectory:
+           progress: bool = False, start_t: int | None = None, noise=None, order: int = 1) -> Trajectory:
     """Generate ``shape`` images. Defaults are DDPM: all T steps, eta = 1.
 
-    ``steps`` < T respaces; ``eta`` = 0 gives DDIM. All randomness comes from
+    ``steps`` < T respaces; ``eta`` = 0 gives DDIM; ``order`` = 2 is DPM-Solver++(2M) (with
+    eta = 0) or DPM-Solver++(2M) SDE (eta = 1), see the module's docstring. All randomness comes from
     ``generator`` (drawn on the CPU, so results match across devices).
     ``snapshot_at`` lists steps t after which x_t and x0_hat are kept.
     ``start_t`` (default T) starts the chain at that step from ``x_T``, which must then be
@@ -135,6 +181,8 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
     draw = (lambda shp, g: torch.randn(shp, generator=g)) if noise is None else noise
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (DDPM/DDIM) or 2 (DPM-Solver++(2M)), got {order!r}")
     top = schedule.T if start_t is None else start_t
     if not isinstance(top, int) or not 1 <= top <= schedule.T:
         raise ValueError(f"start_t must be an int in 1..{schedule.T}, got {start_t!r}")
@@ -143,17 +191,24 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
     n_steps = top if steps is None else steps
     if start_t is not None:
         n_steps = min(n_steps, top)   # from part-way down there are at most start_t steps
-    ts = timesteps(top, n_steps, spacing)
+    ts = logsnr_timesteps(schedule, n_steps, top) if spacing == "logsnr" else timesteps(top, n_steps, spacing)
     ab = schedule.alpha_bars
     x = (draw(tuple(shape), generator) if x_T is None else x_T.cpu()).to(device)
     labels = None if labels is None else labels.to(device)
     traj = Trajectory(x0=x, steps=ts)
+    lam = log_snr(ab).tolist()                  # lambda_0 = inf: abar_0 = 1
+    x0_prev, lam_prev = None, None
     for i, t in enumerate(tqdm(ts, desc="sampling", disable=not progress, leave=False)):
         s_ = ts[i + 1] if i + 1 < len(ts) else 0
         a_t, a_s = ab[t], ab[s_]
-        x0, eps = predict(model, x, t, kind, a_t.sqrt().float(), (1 - a_t).sqrt().float(),
-                          labels, guidance, clip_x0)
-        x, sigma = step_mean(x0, eps, a_t, a_s, eta)
+        at, st = a_t.sqrt().float(), (1 - a_t).sqrt().float()
+        x0, eps = predict(model, x, t, kind, at, st, labels, guidance, clip_x0)
+        x0_step, eps_step = x0, eps
+        if order == 2:
+            x0_step = multistep_x0(x0, x0_prev, lam_prev, lam[t], lam[s_])
+            eps_step = (x - at * x0_step) / st
+            x0_prev, lam_prev = x0, lam[t]
+        x, sigma = step_mean(x0_step, eps_step, a_t, a_s, eta)
         if sigma > 0:
             x = x + sigma.float() * draw(tuple(shape), generator).to(device)
         if t in snapshot_at:
