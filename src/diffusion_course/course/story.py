@@ -40,7 +40,7 @@ DETAILS = re.compile(r"<details(?![^>]*\bopen\b)[^>]*>.*?</details>", re.S | re.
 # A paragraph that introduces a later chapter's idea in place may name that chapter.
 PRIMER = re.compile(r"^\s*(>\s*)?\*\*Primer\b", re.I)
 # Sections where a pointer forward is the point: the recap and "where next".
-CLOSING = re.compile(r"recap|what(?:'|’)s next|where next|going further", re.I)
+CLOSING = re.compile(r"recap|what to remember|what(?:'|’)s next|where next|going further", re.I)
 CHAPTER_REF = re.compile(r"\bchapters?\s+((?:\d\d(?:\s*(?:,|and|or|to|-|–)\s*)?)+)", re.I)
 
 
