@@ -136,6 +136,21 @@ def test_exact_nll_of_a_fixed_logit_model_by_d_calls():
     assert ardm.bits_per_dim(raster, 784) == pytest.approx((closed / (784 * math.log(2))).tolist())
 
 
+def test_exact_nll_in_batches_gives_the_sequential_numbers():
+    """For a fixed order the D contexts are part of the data: masked copies in batches of any
+    size give the D sequential calls' likelihood, per image, for one order or one per image."""
+    model = LinearARDM(9, seed=3)
+    x = (torch.rand(3, 1, 3, 3, generator=gen(11)) < 0.5).double()
+    orders = torch.stack([torch.randperm(9, generator=gen(12 + i)) for i in range(3)])
+    for order in (orders, torch.arange(9)):
+        sequential = ardm.exact_nll(model, x, order)
+        for batch in (1, 4, 9, 100):
+            assert torch.allclose(ardm.exact_nll(model, x, order, batch=batch), sequential, rtol=1e-12)
+    assert not torch.allclose(ardm.exact_nll(model, x, orders), ardm.exact_nll(model, x, orders.flip(1)))
+    with pytest.raises(ValueError, match="batch"):
+        ardm.exact_nll(model, x, orders, batch=0)
+
+
 # ---------------------------------------------------------------------------------------
 # Sampling
 # ---------------------------------------------------------------------------------------

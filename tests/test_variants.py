@@ -1,5 +1,6 @@
 """Chapter 14's additions: the noise law as an argument of the shared loss, loop, cache and
 sampler; the chapter's cached models; the colour data, classifier and judge."""
+import dataclasses
 import math
 
 import pytest
@@ -97,7 +98,9 @@ def test_load_or_train_keys_the_noise(tmp_path, monkeypatch):
 
 def test_chapter_models_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
-    cfg = chapter_settings("14", "ci", toy_train_steps=5, toy_T=10)
+    monkeypatch.setitem(variants.SIZES, "ci", dataclasses.replace(variants.SIZES["ci"], toy_T=10, colour_n_train=16,
+                                                                   colour_batch_size=4))
+    cfg = chapter_settings("14", "ci", toy_train_steps=5)
     pts = torch.randn(64, 2)
     m1, i1 = variants.train_toy_model(cfg, "mixture", pts, progress=False)
     m2, i2 = variants.train_toy_model(cfg, "mixture", pts, progress=False)
@@ -105,7 +108,7 @@ def test_chapter_models_are_cached(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     _, i3 = variants.train_toy_model(cfg, "gaussian", pts, progress=False)
     assert i3["trained_now"]
-    cfg = chapter_settings("14", "ci", colour_train_steps=2, colour_n_train=16, colour_batch_size=4)
+    cfg = chapter_settings("14", "ci", colour_train_steps=2)
     model, info = variants.train_colour_model(cfg, progress=False)
     assert info["trained_now"] and not variants.train_colour_model(cfg, progress=False)[1]["trained_now"]
     x, seconds = variants.sample_colour(model, info["train_config"], 3, 2, torch.Generator().manual_seed(0))
@@ -115,7 +118,8 @@ def test_chapter_models_are_cached(tmp_path, monkeypatch):
 def test_mnist_models_differ_only_in_the_noise():
     cfg = chapter_settings("14", "cpu")
     tcfg = variants.mnist_train_config(cfg)
-    assert tcfg.steps == cfg.mnist_train_steps and tcfg.batch_size == cfg.mnist_batch_size and tcfg.kind == "v"
+    assert tcfg.steps == cfg.mnist_train_steps and tcfg.batch_size == variants.sizes(cfg).mnist_batch_size
+    assert tcfg.kind == "v" and tcfg == variants.mnist_train_config(chapter_settings("14", "cpu", mix_phi=0.9))
     net = variants.make_mnist_unet(16)
     assert net(torch.zeros(2, 1, 28, 28), torch.tensor([1, 500])).shape == (2, 1, 28, 28)
 
@@ -177,7 +181,9 @@ def test_the_gpu_profile_colour_path_runs_on_a_fake_cifar_archive(tmp_path, monk
         monkeypatch.setenv(name, str(value))
     monkeypatch.setitem(colour.JUDGE_RECIPES, "cifar10", {"steps": 4, "batch_size": 8, "lr": 3e-3})
     monkeypatch.setattr(colour, "_JUDGES", {})
-    cfg = chapter_settings("14", "gpu", colour_train_steps=2, colour_width=8, colour_n_train=40, colour_batch_size=4)
+    monkeypatch.setitem(variants.SIZES, "gpu", dataclasses.replace(variants.SIZES["gpu"], colour_width=8,
+                                                                    colour_n_train=40, colour_batch_size=4))
+    cfg = chapter_settings("14", "gpu", colour_train_steps=2)
     assert cfg.colour_data == "cifar10"
     model, info = variants.train_colour_model(cfg, progress=False)
     assert info["trained_now"] and info["steps"] == 2

@@ -361,6 +361,8 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "n_seeds": Knob(2, 3, 5, "starting-noise seeds of the spread estimate", min=2, max=20),
     },
     "14": {
+        # what a student turns; the sizes of the models and data sets are fixed per profile by
+        # the recipe (recipes.variants.SIZES)
         "seed": Knob(0, 0, 0, "random seed for every draw and training run in the chapter", min=0),
         # 1-3: mixture-of-Gaussians noise
         "mix_p": Knob(0.5, 0.5, 0.5, "weight p of the noise mixture's first component",
@@ -369,54 +371,32 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
                         "(1: Gaussian noise)", min=0.05, max=1.0),
         "n_draws": Knob(100_000, 400_000, 2_000_000, "Monte Carlo draws per check of the noise law "
                         "and of the forward chain's marginal", min=1_000),
-        "toy_T": Knob(100, 100, 1000, "diffusion steps of the 2-D toy models (cosine schedule)", min=2),
-        "toy_train_steps": Knob(800, 4_000, 10_000, "optimiser steps of each 2-D model (Gaussian "
+        "toy_train_steps": Knob(400, 4_000, 10_000, "optimiser steps of each 2-D model (Gaussian "
                                 "and mixture noise: same steps, batch and seed)", min=1),
-        "n_points": Knob(4_000, 20_000, 100_000, "training points from the ring of 8 Gaussians", min=100),
         "n_samples": Knob(2_000, 5_000, 20_000, "points sampled from each 2-D model and sampler",
                           min=100),
-        "mnist_n_train": Knob(2_000, 60_000, 60_000, "training digits of the two MNIST models (the "
-                              "first of MNIST's training split)", min=100, max=60_000),
-        "mnist_train_steps": Knob(60, 2_000, 8_000, "optimiser steps of each MNIST model (Gaussian "
+        "mnist_train_steps": Knob(40, 2_000, 8_000, "optimiser steps of each MNIST model (Gaussian "
                                   "and mixture noise: same budget)", min=1),
-        "mnist_batch_size": Knob(32, 64, 128, "digits per step of the MNIST models", min=1),
-        "mnist_width": Knob(16, 16, 32, "channels of the MNIST U-Net's first level", min=8),
-        "mnist_ema_decay": Knob(0.99, 0.995, 0.999, "EMA decay of the MNIST models' weights",
-                                min=0.0, max=0.9999),
         "n_eval": Knob(32, 300, 1_000, "digits per MNIST model and sampler scored by the judge",
                        min=10, max=10_000),
-        "sample_steps": Knob(20, 100, 250, "ancestral sampling steps of the MNIST models",
+        "sample_steps": Knob(20, 100, 250, "ancestral sampling steps of the MNIST and colour DDPMs",
                              min=1, max=1000),
         # 4: ARDM
         "binarisation": Knob("threshold", "threshold", "threshold", "how MNIST is binarised: "
                              "intensity > 0.5 or Bernoulli(intensity) (seeded)",
                              choices=("threshold", "bernoulli")),
-        "ardm_n_train": Knob(2_000, 20_000, 60_000, "binarised training digits of the ARDM",
-                             min=100, max=60_000),
         "ardm_train_steps": Knob(150, 2_500, 30_000, "optimiser steps of the ARDM", min=1),
-        "ardm_batch_size": Knob(16, 32, 64, "digits per ARDM step (each with its own order and "
-                                "step t)", min=1),
-        "ardm_width": Knob(8, 16, 64, "channels of the ARDM U-Net's first level", min=8),
-        "ardm_lr": Knob(2e-3, 2e-3, 1e-3, "learning rate of the ARDM (AdamW, constant)", min=0.0),
         "n_exact": Knob(2, 6, 64, "test digits whose exact likelihood is computed (784 network "
                         "calls per order)", min=1, max=10_000),
         "elbo_draws": Knob(8, 64, 256, "(t, order) draws per test digit for the bound", min=1),
-        "ardm_groups": Knob("4,16", "1,4,16,49", "1,2,4,8,16,49,98,196", "comma-separated pixels "
+        "ardm_groups": Knob("8,49", "1,4,16,49", "1,2,4,8,16,49,98,196", "comma-separated pixels "
                             "per network call of the sampling comparison (784/k calls)"),
         "n_ardm_samples": Knob(4, 16, 64, "digits sampled per group size", min=1),
         # 5: colour
         "colour_data": Knob("synthetic", "synthetic", "cifar10", "training images of the colour "
                             "DDPM: the synthetic shapes (no download) or CIFAR-10 (163 MiB download)",
                             choices=("synthetic", "cifar10")),
-        "colour_n_train": Knob(512, 5_000, 50_000, "training images of the colour DDPM", min=16,
-                               max=50_000),
-        "colour_train_steps": Knob(60, 2_000, 30_000, "optimiser steps of the colour DDPM", min=1),
-        "colour_batch_size": Knob(32, 32, 128, "images per step of the colour DDPM", min=1),
-        "colour_width": Knob(16, 16, 64, "channels of the colour U-Net's first level", min=8),
-        "colour_ema_decay": Knob(0.99, 0.995, 0.9995, "EMA decay of the colour model's weights",
-                                 min=0.0, max=0.9999),
-        "colour_sample_steps": Knob(20, 100, 250, "ancestral sampling steps of the colour DDPM",
-                                    min=1, max=1000),
+        "colour_train_steps": Knob(40, 2_000, 30_000, "optimiser steps of the colour DDPM", min=1),
         "colour_n_eval": Knob(50, 200, 1_000, "colour images generated and scored by the colour "
                               "judge", min=10, max=5_000),
     },

@@ -17,7 +17,7 @@ pixel at once, so a training step can score all D - t + 1 of them:
 is an unbiased estimate of -E_sigma log p(x | sigma) (each unknown pixel stands in for
 "the next one", which is any of them with probability 1 / (D - t + 1)). ``ardm_loss`` draws
 t and sigma per example; ``exact_nll`` computes -log p(x | sigma) for one order by D
-sequential calls; ``bits_per_dim`` = nats / (D ln 2).
+sequential calls, or as batches of masked copies (``batch``); ``bits_per_dim`` = nats / (D ln 2).
 
 The network sees the known pixels (unknown ones set to 0, known ones as +-1) and the mask of
 which pixels are known, nothing else; ``ARDMNet`` also embeds the number of known pixels
@@ -92,9 +92,14 @@ def bits_per_dim(nll_nats: torch.Tensor | float, d: int = 784) -> torch.Tensor |
 
 @torch.no_grad()
 def exact_nll(model, x: torch.Tensor, order: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """-log p(x | sigma) = -sum_t log p(x_sigma(t) | x_sigma(<t)) in nats, per image, by D
-    sequential network calls (each one reveals the next pixel of the order).
+              generator: torch.Generator | None = None, batch: int | None = None) -> torch.Tensor:
+    """-log p(x | sigma) = -sum_t log p(x_sigma(t) | x_sigma(<t)) in nats, per image.
+
+    ``batch=None``: D sequential calls, each one revealing the next pixel of the order.
+    ``batch=k``: the same numbers from D masked copies of each image, k copies per call
+    (copy t knows the order's first t pixels): for a fixed order no call depends on another's
+    output, every context is part of the data, so the calls can run as one batch. (Sampling
+    cannot: there each call's input holds the pixels the previous calls drew.)
 
     ``order``: [D] (one order for every image) or [B, D]; default a random order per image.
     This is the likelihood of one order; the model's is the average over orders, of which
@@ -103,6 +108,8 @@ def exact_nll(model, x: torch.Tensor, order: torch.Tensor | None = None,
     order = random_orders(b, d, generator) if order is None else order.reshape(-1, d).expand(b, d)
     order = order.to(x.device)
     flat_x = x.reshape(b, d)
+    if batch is not None:
+        return _exact_nll_batched(model, x, order, batch)
     known = torch.zeros(b, d, dtype=torch.bool, device=x.device)
     total = torch.zeros(b, dtype=torch.float64, device=x.device)
     for i in range(d):
@@ -110,6 +117,24 @@ def exact_nll(model, x: torch.Tensor, order: torch.Tensor | None = None,
         k = order[:, i:i + 1]
         total += pixel_nll(logits.gather(1, k), flat_x.gather(1, k)).squeeze(1).double()
         known.scatter_(1, k, True)
+    return total
+
+
+def _exact_nll_batched(model, x: torch.Tensor, order: torch.Tensor, batch: int) -> torch.Tensor:
+    """``exact_nll`` with the D contexts of each image as masked copies, ``batch`` per call."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    b, d = x.shape[0], x[0].numel()
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(d, device=x.device).expand(b, d))   # rank[i, pixel] = its place in the order
+    total = torch.zeros(b, dtype=torch.float64, device=x.device)
+    for i in range(b):
+        flat = x[i].reshape(d)
+        for steps in torch.arange(d, device=x.device).split(batch):
+            known = (rank[i][None, :] < steps[:, None]).reshape(len(steps), *x.shape[1:])   # copy t: the first t pixels
+            logits = model(x[i:i + 1] * known, known).reshape(len(steps), d)
+            pixels = order[i, steps]
+            total[i] += pixel_nll(logits[torch.arange(len(steps), device=x.device), pixels], flat[pixels]).double().sum()
     return total
 
 

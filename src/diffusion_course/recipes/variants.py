@@ -8,6 +8,10 @@
 * ``load_or_train_ardm``: the ARDM (``models.ardm.ARDMNet``) on binarised MNIST;
 * ``train_colour_model``: the colour DDPM (``make_colour_unet``) on the profile's
   colour data.
+
+The chapter's knobs (``settings.CHAPTERS["14"]``) are what a student turns: steps, sample
+counts, the noise law, the binarisation, the colour data. The sizes of the models and of their
+training sets are fixed per profile here (``SIZES``, read with ``sizes(cfg)``).
 """
 from __future__ import annotations
 
@@ -32,6 +36,46 @@ from ..training.loop import TrainConfig, TrainState, train
 from .mnist_ddpm import make_unet, sample_digits
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes of chapter 14's models and training sets in one profile."""
+
+    toy_T: int                # diffusion steps of the 2-D toy models (cosine schedule)
+    n_points: int             # training points from the ring of 8 Gaussians
+    mnist_n_train: int        # training digits of the two MNIST models (the first of the split)
+    mnist_batch_size: int     # digits per step of the MNIST models
+    mnist_width: int          # channels of the MNIST U-Net's first level
+    mnist_ema_decay: float    # EMA decay of the MNIST models' weights
+    ardm_n_train: int         # binarised training digits of the ARDM
+    ardm_batch_size: int      # digits per ARDM step (each with its own order and step t)
+    ardm_width: int           # channels of the ARDM U-Net's first level
+    ardm_lr: float            # learning rate of the ARDM (AdamW, constant)
+    colour_n_train: int       # training images of the colour DDPM
+    colour_batch_size: int    # images per step of the colour DDPM
+    colour_width: int         # channels of the colour U-Net's first level
+    colour_ema_decay: float   # EMA decay of the colour model's weights
+
+
+# Not knobs: these reproduce the chapter's measured runs (and name its cached models); change
+# them to re-run a study at another size, not to explore the chapter.
+SIZES = {
+    "ci": Sizes(toy_T=100, n_points=4_000, mnist_n_train=2_000, mnist_batch_size=32, mnist_width=16,
+                mnist_ema_decay=0.99, ardm_n_train=2_000, ardm_batch_size=16, ardm_width=8, ardm_lr=2e-3,
+                colour_n_train=512, colour_batch_size=32, colour_width=16, colour_ema_decay=0.99),
+    "cpu": Sizes(toy_T=100, n_points=20_000, mnist_n_train=60_000, mnist_batch_size=64, mnist_width=16,
+                 mnist_ema_decay=0.995, ardm_n_train=20_000, ardm_batch_size=32, ardm_width=16, ardm_lr=2e-3,
+                 colour_n_train=5_000, colour_batch_size=32, colour_width=16, colour_ema_decay=0.995),
+    "gpu": Sizes(toy_T=1000, n_points=100_000, mnist_n_train=60_000, mnist_batch_size=128, mnist_width=32,
+                 mnist_ema_decay=0.999, ardm_n_train=60_000, ardm_batch_size=64, ardm_width=64, ardm_lr=1e-3,
+                 colour_n_train=50_000, colour_batch_size=128, colour_width=64, colour_ema_decay=0.9995),
+}
+
+
+def sizes(cfg: Settings) -> Sizes:
+    """The model and data sizes of ``cfg``'s profile."""
+    return SIZES[cfg.profile]
+
+
 def noise_spec(noise: str, p: float, phi: float) -> dict:
     """What names a noise law in a cache key (p and phi only matter for the mixture)."""
     return {"noise": noise} if noise == "gaussian" else {"noise": noise, "p": float(p), "phi": float(phi)}
@@ -50,7 +94,8 @@ def recipe_with_budget(cfg: Settings, steps: int, batch_size: int, ema_decay: fl
 
 def mnist_train_config(cfg: Settings) -> TrainConfig:
     """The MNIST comparison's recipe: the same for both noise laws."""
-    return recipe_with_budget(cfg, cfg.mnist_train_steps, cfg.mnist_batch_size, cfg.mnist_ema_decay)
+    size = sizes(cfg)
+    return recipe_with_budget(cfg, cfg.mnist_train_steps, size.mnist_batch_size, size.mnist_ema_decay)
 
 
 def make_mnist_unet(width: int):
@@ -61,11 +106,11 @@ def make_mnist_unet(width: int):
 
 def train_noise_mnist(cfg: Settings, noise: str, progress: bool = True):
     """(EMA model, info) trained with ``noise`` ("gaussian" or "mixture", the latter with
-    ``cfg.mix_p``, ``cfg.mix_phi``) on the first ``cfg.mnist_n_train`` training digits."""
-    tcfg = mnist_train_config(cfg)
+    ``cfg.mix_p``, ``cfg.mix_phi``) on the first ``sizes(cfg).mnist_n_train`` training digits."""
+    tcfg, size = mnist_train_config(cfg), sizes(cfg)
     model, info = load_or_train(
-        f"ch14-mnist-{noise}", lambda: make_mnist_unet(cfg.mnist_width), tcfg,
-        lambda: training_images(cfg.mnist_n_train), data_spec(cfg.mnist_n_train),
+        f"ch14-mnist-{noise}", lambda: make_mnist_unet(size.mnist_width), tcfg,
+        lambda: training_images(size.mnist_n_train), data_spec(size.mnist_n_train),
         device=cfg.device, progress=progress, noise=noise_fn(noise, cfg.mix_p, cfg.mix_phi),
         noise_spec=noise_spec(noise, cfg.mix_p, cfg.mix_phi))
     return model, {**info, "train_config": tcfg}
@@ -88,8 +133,9 @@ def make_ardm(width: int) -> ARDMNet:
 
 
 def ardm_recipe(cfg: Settings) -> dict:
-    return {"binarisation": cfg.binarisation, "n_train": cfg.ardm_n_train, "steps": cfg.ardm_train_steps,
-            "batch_size": cfg.ardm_batch_size, "lr": cfg.ardm_lr, "seed": cfg.seed}
+    size = sizes(cfg)
+    return {"binarisation": cfg.binarisation, "n_train": size.ardm_n_train, "steps": cfg.ardm_train_steps,
+            "batch_size": size.ardm_batch_size, "lr": size.ardm_lr, "seed": cfg.seed}
 
 
 @dataclass
@@ -139,12 +185,12 @@ def train_ardm(model: nn.Module, images: torch.Tensor, steps: int, batch_size: i
 def load_or_train_ardm(cfg: Settings, progress: bool = True):
     """(ARDM in eval mode, info with losses and training seconds), from the cache or trained
     now (``train_ardm``) and cached; the key covers the architecture and the recipe."""
-    model, recipe = seeded(lambda: make_ardm(cfg.ardm_width), cfg.seed), ardm_recipe(cfg)
+    model, recipe = seeded(lambda: make_ardm(sizes(cfg).ardm_width), cfg.seed), ardm_recipe(cfg)
     path = cache_dir() / f"ch14-ardm-{cache_key(model.config, recipe)}.pt"
 
     def compute():
-        images, _ = load_binary_mnist("train", cfg.ardm_n_train, cfg.binarisation, seed=cfg.seed)
-        run = train_ardm(model, images, cfg.ardm_train_steps, cfg.ardm_batch_size, cfg.ardm_lr,
+        images, _ = load_binary_mnist("train", recipe["n_train"], cfg.binarisation, seed=cfg.seed)
+        run = train_ardm(model, images, cfg.ardm_train_steps, recipe["batch_size"], recipe["lr"],
                          seed=cfg.seed, progress=progress, device=cfg.device)
         return {"losses": run.losses, "seconds": run.seconds}, weights_and_record(model, run.losses, run.seconds)
 
@@ -177,17 +223,18 @@ def make_colour_unet(width: int) -> UNet:
 
 def colour_train_config(cfg: Settings) -> TrainConfig:
     """The colour DDPM's recipe."""
-    return recipe_with_budget(cfg, cfg.colour_train_steps, cfg.colour_batch_size, cfg.colour_ema_decay)
+    size = sizes(cfg)
+    return recipe_with_budget(cfg, cfg.colour_train_steps, size.colour_batch_size, size.colour_ema_decay)
 
 
 def train_colour_model(cfg: Settings, progress: bool = True):
-    """(EMA model, info) of the colour DDPM on the first ``cfg.colour_n_train`` images of the
-    profile's colour data (``cfg.colour_data``)."""
-    tcfg = colour_train_config(cfg)
+    """(EMA model, info) of the colour DDPM on the first ``sizes(cfg).colour_n_train`` images
+    of the profile's colour data (``cfg.colour_data``)."""
+    tcfg, size = colour_train_config(cfg), sizes(cfg)
     model, info = load_or_train(
-        f"ch14-colour-{cfg.colour_data}", lambda: make_colour_unet(cfg.colour_width), tcfg,
-        lambda: colour_data(cfg.colour_data, "train", cfg.colour_n_train),
-        {"data": cfg.colour_data, "train_images": f"train[0:{cfg.colour_n_train}]"},
+        f"ch14-colour-{cfg.colour_data}", lambda: make_colour_unet(size.colour_width), tcfg,
+        lambda: colour_data(cfg.colour_data, "train", size.colour_n_train),
+        {"data": cfg.colour_data, "train_images": f"train[0:{size.colour_n_train}]"},
         device=cfg.device, progress=progress)
     return model, {**info, "train_config": tcfg}
 
@@ -213,7 +260,7 @@ def toy_train_config(cfg: Settings) -> TrainConfig:
     """Chapter 03's toy recipe (eps-prediction, cosine schedule), the same for both noises."""
     steps = cfg.toy_train_steps
     return TrainConfig(steps=steps, batch_size=256, lr=1e-2, warmup=min(100, steps // 10),
-                       ema_decay=0.995, kind="eps", schedule="cosine", T=cfg.toy_T, seed=cfg.seed)
+                       ema_decay=0.995, kind="eps", schedule="cosine", T=sizes(cfg).toy_T, seed=cfg.seed)
 
 
 def train_toy(model: torch.nn.Module, points: torch.Tensor, cfg: TrainConfig, noise: str = "mixture",
@@ -231,7 +278,7 @@ def train_toy_model(cfg: Settings, noise: str, points: torch.Tensor, progress: b
     """(EMA MLP denoiser, info with losses and seconds) trained by ``train_toy`` with ``noise``
     on ``points``, cached (key: architecture, recipe, noise law, data)."""
     tcfg = toy_train_config(cfg)
-    model = seeded(lambda: MLPDenoiser(hidden=128, depth=3, T=cfg.toy_T), tcfg.seed)
+    model = seeded(lambda: MLPDenoiser(hidden=128, depth=3, T=tcfg.T), tcfg.seed)
     spec = noise_spec(noise, cfg.mix_p, cfg.mix_phi)
     data = {"data": "ring of 8 Gaussians", "n": len(points), "sum": round(float(points.double().sum()), 6)}
     path = cache_dir() / f"ch14-toy-{noise}-{cache_key(model.config, tcfg.__dict__, spec, data)}.pt"
