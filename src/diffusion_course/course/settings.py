@@ -256,8 +256,7 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "n_particles": Knob(1_000, 2_000, 5_000, "particles in each Langevin run", min=100),
         "langevin_steps": Knob(200, 500, 1_000, "steps of plain Langevin; annealed Langevin spends "
                                "the same number over its 10 noise levels", min=10),
-        "sample_steps": Knob(10, 50, 100, "steps of the MNIST sample grids and of the deepinv "
-                             "comparison", min=2, max=1000),
+        "sample_steps": Knob(10, 50, 100, "steps of the MNIST sample grids", min=2, max=1000),
         "n_eval": Knob(50, 200, 1_000, "digits per (sampler, steps) setting in the quality "
                        "table", min=10, max=10_000),
         "max_steps": Knob(10, 100, 250, "largest step count of the quality table: it uses 10, 20, "
