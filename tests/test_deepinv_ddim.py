@@ -24,8 +24,8 @@ from deepinv.sampling import DDIMSolver, DDPMSolver, EulerSolver  # noqa: E402
 from diffusion_course.data.toy2d import ring_centers  # noqa: E402
 from diffusion_course.diffusion.sampling import predict, sample, timesteps  # noqa: E402
 from diffusion_course.diffusion.schedules import NoiseSchedule  # noqa: E402
-from diffusion_course.diffusion.sde import sample_sde, vp_rho  # noqa: E402
-from diffusion_course.models.deepinv import DeepinvDenoiser, deepinv_vp_sde, deepinv_vp_sde_rho  # noqa: E402
+from diffusion_course.diffusion.sde import sample_sde, vp_clock  # noqa: E402
+from diffusion_course.models.deepinv import DeepinvDenoiser, deepinv_vp_sde, deepinv_vp_sde_clock  # noqa: E402
 from diffusion_course.models.toy2d import MixtureDenoiser  # noqa: E402
 from diffusion_course.recipes.mnist_ddpm import make_unet  # noqa: E402
 
@@ -74,7 +74,7 @@ def test_our_ddpm_pf_ode_and_reverse_sde_match_deepinv_solvers_on_images(sampler
     """Chapter 08's side-by-side, ci-sized: from the same x_T and, for the stochastic samplers,
     the same generator seed (both draw one N(0, I) per step, in float32), ours and deepinv's
     agree to float round-off. DDPM: sample(eta=1) against DDPMSolver on deepinv_vp_sde; PF-ODE
-    and reverse SDE: sample_sde against EulerSolver on deepinv_vp_sde_rho (alpha = 0, 1), which
+    and reverse SDE: sample_sde against EulerSolver on deepinv_vp_sde_clock (alpha = 0, 1), which
     stops at t_1, then our last step (x0_hat at t_1, clipped). Measured on the reference MNIST
     model (50 steps) max |difference| 4e-6 to 3e-5; tolerance 1e-3, as the chapter had."""
     sched, net, steps, kind = NoiseSchedule.make("linear", 1000), small_unet(), 10, "v"
@@ -90,8 +90,8 @@ def test_our_ddpm_pf_ode_and_reverse_sde_match_deepinv_solvers_on_images(sampler
         else:
             ours = sample_sde(net, x_T.shape, sched, steps=steps, method=sampler, kind=kind, x_T=x_T,
                               generator=torch.Generator().manual_seed(17)).x0
-            solver = EulerSolver(timesteps=vp_rho(sched)[ts].float(), rng=torch.Generator().manual_seed(17))
-            sde = deepinv_vp_sde_rho(net, sched, kind, alpha=0.0 if sampler == "ode" else 1.0, dtype=torch.float32)
+            solver = EulerSolver(timesteps=vp_clock(sched)[ts].float(), rng=torch.Generator().manual_seed(17))
+            sde = deepinv_vp_sde_clock(net, sched, kind, alpha=0.0 if sampler == "ode" else 1.0, dtype=torch.float32)
             x1 = solver.sample(sde, x_T.clone()).sample                         # x at t_1 = ts[-1]
             a1 = sched.alpha_bars[ts[-1]]
             theirs = predict(net, x1.float(), ts[-1], kind, a1.sqrt().float(), (1 - a1).sqrt().float())[0]

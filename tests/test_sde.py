@@ -11,7 +11,7 @@ from diffusion_course.diffusion.sde import (alpha_bar_to_sigma, edm_precondition
                                             eps_to_score, from_flow, karras_sigmas,
                                             preconditioning, sample_sde, sample_sigma_ode,
                                             score_to_eps, sigma_to_alpha_bar, solve_sigma_ode,
-                                            to_flow, vp_beta, vp_rho, vp_sigmas)
+                                            to_flow, vp_beta, vp_clock, vp_sigmas)
 from diffusion_course.models.toy2d import MixtureDenoiser
 from diffusion_course.evaluation.coverage import mode_coverage
 from diffusion_course.data.toy2d import ring_centers
@@ -48,7 +48,7 @@ def test_vp_sde_marginals_are_the_discrete_chain():
         sched = NoiseSchedule.make(name, 1000)
         b = vp_beta(sched)
         assert torch.allclose(torch.exp(-torch.cumsum(b, 0)), sched.alpha_bars, rtol=1e-12)
-        assert torch.allclose(vp_rho(sched), torch.cumsum(b, 0), rtol=1e-9, atol=1e-12)
+        assert torch.allclose(vp_clock(sched), torch.cumsum(b, 0), rtol=1e-9, atol=1e-12)
     lin = NoiseSchedule.make("linear", 1000)
     # b_t ~ beta_t for small beta, and T b_t follows Song et al.'s beta(tau) = 0.1 + 19.9 tau
     assert torch.allclose(vp_beta(lin)[1:], lin.betas[1:], rtol=0.011)
@@ -57,7 +57,7 @@ def test_vp_sde_marginals_are_the_discrete_chain():
 
 
 def test_probability_flow_ode_converges_to_ddim_eta0():
-    """Two discretisations of one ODE (Euler in rho = -log abar vs DDIM's Euler in
+    """Two discretisations of one ODE (Euler in r = -log abar vs DDIM's Euler in
     sigma = s / a): from the same x_T they differ by O(1 / steps). Measured on this toy:
     max |difference| 0.19 / 0.045 / 0.009 at 50 / 200 / 1000 steps."""
     sched = NoiseSchedule.make("linear", 1000)
@@ -124,22 +124,22 @@ def test_both_discretisations_approach_the_exact_flow_of_gaussian_data():
 
 
 @pytest.mark.parametrize("method,alpha", [("ode", 0.0), ("sde", 1.0)])
-def test_deepinv_euler_in_rho_time_takes_our_steps(method, alpha):
-    """deepinv's EulerSolver on ``deepinv_vp_sde_rho`` (time rho = -log abar) is our Euler(-Maruyama)
+def test_deepinv_euler_in_clock_time_takes_our_steps(method, alpha):
+    """deepinv's EulerSolver on ``deepinv_vp_sde_clock`` (time r = -log abar) is our Euler(-Maruyama)
     step for step: same x_T, same generator seed (both draw one N(0, I) per step, float32), and the
     same final denoising step at t_1. Measured max |difference| ~1e-6 (2-D points up to ~2)."""
     pytest.importorskip("deepinv")
     from deepinv.sampling import EulerSolver
     from diffusion_course.diffusion.sampling import timesteps
-    from diffusion_course.models.deepinv import deepinv_vp_sde_rho
+    from diffusion_course.models.deepinv import deepinv_vp_sde_clock
     sched = NoiseSchedule.make("linear", 1000)
     den = MixtureDenoiser(CENTERS, 0.1, sched)
     x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     ts = timesteps(1000, 20)
     ours = sample_sde(den, x_T.shape, sched, steps=20, method=method, clip_x0=False, x_T=x_T,
                       generator=torch.Generator().manual_seed(7)).x0
-    sde = deepinv_vp_sde_rho(den, sched, "eps", clip_x0=False, alpha=alpha, dtype=torch.float32)
-    solver = EulerSolver(timesteps=vp_rho(sched)[ts].float(), rng=torch.Generator().manual_seed(7))
+    sde = deepinv_vp_sde_clock(den, sched, "eps", clip_x0=False, alpha=alpha, dtype=torch.float32)
+    solver = EulerSolver(timesteps=vp_clock(sched)[ts].float(), rng=torch.Generator().manual_seed(7))
     x1 = solver.sample(sde, x_T.clone()).sample                     # x at t_1 = ts[-1]
     a1 = sched.alpha_bars[ts[-1]]
     theirs = (x1 - (1 - a1).sqrt().float() * den(x1, ts[-1])) / a1.sqrt().float()   # x0_hat at t_1

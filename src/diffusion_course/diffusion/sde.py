@@ -8,18 +8,18 @@ grad log q(x_t | x_0) = -(x_t - a x_0) / s^2 = -eps / s; averaging over x_0 give
     score(x_t) = grad_x log p_t(x_t) = -E[eps | x_t] / s,   so   score_hat = -eps_hat / s.
 
 The VP SDE is our discrete schedule, exactly. Forward,
-dx = -1/2 beta(tau) x dtau + sqrt(beta(tau)) dw has marginals N(sqrt(abar(tau)) x_0,
-(1 - abar(tau)) I) with abar(tau) = exp(-int_0^tau beta). Measuring tau in steps and taking
-beta piecewise constant, beta(tau) = b_t = -log(1 - beta_t) on (t - 1, t] (~ beta_t: for the
-linear schedule this is Song et al.'s beta(tau) = 0.1 + 19.9 tau with tau = t / T, divided by
-T), gives abar(t) = abar_t at every integer t: the SDE and the discrete chain share their
-marginals. In the time rho = -log abar (so beta dtau = drho, rho_t = sum of b_1..b_t):
+dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw has marginals N(sqrt(abar(t)) x_0,
+(1 - abar(t)) I) with abar(t) = exp(-int_0^t beta). Measuring t in steps and taking
+beta piecewise constant, beta(t) = b_t = -log(1 - beta_t) on (t - 1, t] (~ beta_t: for the
+linear schedule this is Song et al.'s 0.1 + 19.9 t / T, on their time axis t / T in [0, 1],
+divided by T), gives abar(t) = abar_t at every integer t: the SDE and the discrete chain share their
+marginals. In the clock r = -log abar (so beta dt = dr, r_t = sum of b_1..b_t):
 
-    forward            dx = -1/2 x drho + dw
-    reverse SDE        dx = [-1/2 x - score(x, rho)] drho + dw_bar     (rho from rho_T to 0)
-    probability flow   dx / drho = -1/2 (x + score(x, rho))          (same marginals, no noise)
+    forward            dx = -1/2 x dr + dw
+    reverse SDE        dx = [-1/2 x - score(x, r)] dr + dw_bar     (r from r_T to 0)
+    probability flow   dx / dr = -1/2 (x + score(x, r))          (same marginals, no noise)
 
-Euler(-Maruyama) from step t down to the next step s of the grid, h = rho_t - rho_s > 0:
+Euler(-Maruyama) from step t down to the next step s of the grid, h = r_t - r_s > 0:
 
     SDE   x_s = x_t + h (x_t / 2 + score) + sqrt(h) z,   z ~ N(0, I)
     ODE   x_s = x_t + h / 2 (x_t + score)
@@ -40,7 +40,7 @@ an F with c_in = 1 / sqrt(1 + sigma^2) = a (the input is x_t) and c_noise = t
 PF-ODE is dy / dsigma = (y - D) / sigma = eps_hat; ``solve_sigma_ode`` integrates it with Euler
 (= DDIM) or Heun (2nd order, 2n - 1 network calls for n steps: the last step, to sigma = 0, is
 Euler), and ``sample_sigma_ode`` does so for our discrete models on EDM's grid
-sigma_i = (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
+sigma_i = (sigma_max^(1/r) + i / (n - 1) (sigma_min^(1/r) - sigma_max^(1/r)))^r
 (``karras_sigmas``, rho = 7) snapped to the model's steps (``edm_timesteps``).
 
 Flow matching / rectified flow (Lipman et al. 2023, Liu et al. 2023) interpolates
@@ -76,8 +76,8 @@ def vp_beta(schedule: NoiseSchedule) -> torch.Tensor:
     return -torch.log1p(-schedule.betas)
 
 
-def vp_rho(schedule: NoiseSchedule) -> torch.Tensor:
-    """rho_t = -log abar_t = int_0^t beta = b_1 + ... + b_t (float64, length T + 1, rho_0 = 0)."""
+def vp_clock(schedule: NoiseSchedule) -> torch.Tensor:
+    """r_t = -log abar_t = int_0^t beta = b_1 + ... + b_t (float64, length T + 1, r_0 = 0)."""
     return -torch.log(schedule.alpha_bars)
 
 
@@ -96,7 +96,7 @@ def sample_sde(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: in
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     ts = timesteps(schedule.T, schedule.T if steps is None else steps, spacing)
-    ab, rho = schedule.alpha_bars, vp_rho(schedule)
+    ab, r = schedule.alpha_bars, vp_clock(schedule)
     x = (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
     labels = None if labels is None else labels.to(device)
     traj = Trajectory(x0=x, steps=ts)
@@ -108,7 +108,7 @@ def sample_sde(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: in
             x = x0                                         # last step: the denoised estimate
         else:
             score = -eps / s_t                             # score = -eps / sqrt(1 - abar_t)
-            h = (rho[t] - rho[s_]).float()                 # h = rho_t - rho_s > 0
+            h = (r[t] - r[s_]).float()                 # h = r_t - r_s > 0
             if method == "ode":
                 x = x + 0.5 * h * (x + score)              # x_s = x_t + h/2 (x_t + score)
             else:

@@ -3,8 +3,8 @@ toolbox of chapter 12 and the cross-check of chapter 08's samplers:
 
     DeepinvDenoiser      an (x_t, t) -> eps / x0 / v network as the x0-denoiser deepinv's
                          diffusion SDEs call (model units, [-1, 1])
-    deepinv_vp_sde(_rho) deepinv's EDMDiffusionSDE for the course's discrete VP chain (time =
-                         the step t, or rho = -log abar)
+    deepinv_vp_sde(_clock) deepinv's EDMDiffusionSDE for the course's discrete VP chain (time =
+                         the step t, or r = -log abar)
     CourseDenoiser       the chapter-05 model as a deepinv ``Denoiser`` for images in [0, 1],
                          x_noisy = x + sigma n with sigma in [0, 1] units
     AutoencoderDenoiser  chapter 04's denoising autoencoder as a (blind) deepinv ``Denoiser``
@@ -81,20 +81,20 @@ def deepinv_vp_sde(model, schedule: NoiseSchedule, kind: str = "eps", clip_x0: b
                            dtype=dtype, device=torch.device(device))
 
 
-def deepinv_vp_sde_rho(model, schedule: NoiseSchedule, kind: str = "eps", clip_x0: bool = True,
+def deepinv_vp_sde_clock(model, schedule: NoiseSchedule, kind: str = "eps", clip_x0: bool = True,
                        alpha: float = 1.0, device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float64):
-    """deepinv's ``EDMDiffusionSDE`` for our VP chain with rho = -log abar as its time, so that
+    """deepinv's ``EDMDiffusionSDE`` for our VP chain with r = -log abar as its time, so that
     deepinv's own Euler(-Maruyama) solvers take exactly the steps of ``sample_sde``:
 
-        sigma(rho) = sqrt(e^rho - 1) = s / a,   scale(rho) = 1 / sqrt(1 + sigma^2) = e^(-rho/2) = a
-        forward drift f = scale' / scale x = -x / 2,   g^2 = scale^2 2 sigma sigma' = e^-rho e^rho = 1
+        sigma(r) = sqrt(e^r - 1) = s / a,   scale(r) = 1 / sqrt(1 + sigma^2) = e^(-r/2) = a
+        forward drift f = scale' / scale x = -x / 2,   g^2 = scale^2 2 sigma sigma' = e^-r e^r = 1
 
-    i.e. dx = -1/2 x drho + dw, and deepinv's reverse drift -f + (1 + alpha)/2 g^2 score gives
-    alpha = 0: the probability-flow ODE, alpha = 1: the reverse SDE. sigma is smooth in rho
-    (deepinv differentiates it), and at rho = rho_t it equals our sigma_t, so the wrapped model
+    i.e. dx = -1/2 x dr + dw, and deepinv's reverse drift -f + (1 + alpha)/2 g^2 score gives
+    alpha = 0: the probability-flow ODE, alpha = 1: the reverse SDE. sigma is smooth in r
+    (deepinv differentiates it), and at r = r_t it equals our sigma_t, so the wrapped model
     (``DeepinvDenoiser``) is called at step t. Solve with e.g.
-    ``deepinv.sampling.EulerSolver(timesteps=vp_rho(schedule)[ts])`` (ts from
+    ``deepinv.sampling.EulerSolver(timesteps=vp_clock(schedule)[ts])`` (ts from
     ``diffusion.sampling.timesteps``) and finish with the denoiser at the last step, as ``diffusion.sde.sample_sde``
     does."""
     EDMDiffusionSDE = _deepinv_edm_sde()
