@@ -3,10 +3,12 @@ Writes JSON.
 
     python benchmarks/sampling_steps.py                                  # cpu profile, full table
     python benchmarks/sampling_steps.py --samplers ddpm ddim ode         # + probability-flow ODE
+    python benchmarks/sampling_steps.py --samplers ddim dpm2m dpm2m-sde --steps 10 20 50 1000 --seeds 3
     python benchmarks/sampling_steps.py --profile ci --n-samples 50 --steps 10 20   # smoke test
 
 For each number of steps (default 10, 20, 50, 100, 250, 1000) and each sampler of
-``diffusion_course.sampler_sweep`` (ddpm: ancestral, ddim, ode: probability-flow ODE; the
+``recipes.sampler_sweep`` (ddpm: ancestral, ddim, ode: probability-flow ODE, sde: reverse SDE,
+dpm2m: DPM-Solver++(2M) and dpm2m-sde its SDE version, on steps even in log-SNR; the
 machinery chapter 13 reuses) it generates --n-samples digits from the same seeded x_T (with
 --seeds K, from K seeded x_T in turn: the row then holds each seed's figures and their mean
 and spread) and records seconds per image and the course judge's report card (``judge.load_judge``): Frechet distance on the judge's features
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         "settings": info["settings"], "data": info["data"], "model_parameters": count_parameters(model),
         "model_trained_now": info["trained_now"], "model_train_steps": info["steps"],
         "kind": tcfg.kind, "precision": tcfg.precision, "schedule": f"{tcfg.schedule}, T = {tcfg.T}",
-        "samplers": {s: SAMPLERS[s] for s in args.samplers}, "clip_x0": True, "spacing": "uniform",
+        "samplers": {s: SAMPLERS[s] for s in args.samplers}, "clip_x0": True,
+        "spacing": "uniform in t; dpm2m and dpm2m-sde: even in log-SNR",
         "n_samples": args.n_samples, "seed": args.seed, "seeds": seeds, "sample_batch": args.sample_batch,
         "judge": judge.describe(), "results": [],
     }

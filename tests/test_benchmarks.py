@@ -103,10 +103,10 @@ def test_judge_strength(tmp_path, real_data_root, ci_judge_cache):
 
 def test_sampling_steps(tmp_path, real_data_root, ci_judge_cache):
     result = run_benchmark("sampling_steps", [*MNIST_TOY, "--steps", "2", "4", "--samplers", "ddpm", "ddim",
-                                              "ode", "--n-samples", "20", "--seeds", "2"],
+                                              "ode", "dpm2m", "--n-samples", "20", "--seeds", "2"],
                            tmp_path, real_data_root, ci_judge_cache)
     settings = {(r["sampler"], r["steps"]) for r in result["results"]}
-    assert settings == {(s, k) for s in ("ddpm", "ddim", "ode") for k in (2, 4)}
+    assert settings == {(s, k) for s in ("ddpm", "ddim", "ode", "dpm2m") for k in (2, 4)}
     assert all(r["frechet"] >= 0 and r["frechet_ratio"] > 0 and r["seconds_per_image"] > 0
                for r in result["results"])
     for row in result["results"]:        # two seeds of x_T: each seed's figures, the row their mean

@@ -115,3 +115,18 @@ def test_logsnr_timesteps_are_evenly_spaced_in_lambda():
         logsnr_timesteps(SCHEDULE, 0)
     with pytest.raises(ValueError, match="order must be 1"):
         sample(GaussianDenoiser(SCHEDULE), (2, 1), SCHEDULE, steps=2, order=3)
+
+
+def test_the_sweep_samplers_are_these_settings():
+    """``recipes.sampler_sweep``'s dpm2m and dpm2m-sde (the benchmark's names) are order 2 on the
+    log-SNR grid, deterministic and stochastic."""
+    from diffusion_course.recipes.sampler_sweep import generate
+    from diffusion_course.training.loop import TrainConfig
+
+    tcfg, model = TrainConfig(), GaussianDenoiser(SCHEDULE)
+    x_T = torch.randn(8, 1, generator=torch.Generator().manual_seed(0))
+    for name, eta in (("dpm2m", 0.0), ("dpm2m-sde", 1.0)):
+        ours = generate(model, tcfg, x_T, 6, name, generator=torch.Generator().manual_seed(3))
+        direct = sample(model, x_T.shape, SCHEDULE, steps=6, eta=eta, spacing="logsnr", order=2, x_T=x_T,
+                        generator=torch.Generator().manual_seed(3)).x0
+        assert torch.equal(ours, direct), name
