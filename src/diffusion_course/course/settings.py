@@ -223,7 +223,7 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "n_samples": Knob(16, 64, 64, "images in the sample grids", min=1),
         "n_compare": Knob(64, 500, 1_000, "digits each model draws for the side-by-side with the "
                           "reference model", min=10, max=10_000),
-        "folder_steps": Knob(20, 500, 2_000, "optimiser steps of section 10's model trained on a "
+        "folder_steps": Knob(20, 500, 2_000, "optimiser steps of section 9's model trained on a "
                              "folder of PNG digits", min=1),
     },
     "06": {
