@@ -213,9 +213,10 @@ def test_chapter_page_in_a_browser(page, server, chapter):
 
 
 def _check_solutions_folded(page, chapter: str) -> None:
-    """Every solution sits in a closed toggle that hides it; a click on "Solution" shows it."""
+    """Every solution sits in a closed toggle that hides it (one inside the closed appendix
+    too); a click on "Solution" shows it. The appendix is closed until its summary is clicked."""
     shown = """() => Array.from(document.querySelectorAll('details.solution')).map(d =>
-        ({open: d.open, summary: d.querySelector('summary').innerText.trim(),
+        ({open: d.open, summary: d.querySelector('summary').textContent.trim(),
           visible: Array.from(d.children).filter(c => c.tagName !== 'SUMMARY')
                         .map(c => c.checkVisibility())}))"""
     folded = page.evaluate(shown)
@@ -226,6 +227,13 @@ def _check_solutions_folded(page, chapter: str) -> None:
     page.click("details.solution > summary")
     first = page.evaluate(shown)[0]
     assert first["open"] and all(first["visible"]), f"{chapter}: the first toggle does not open"
+    appendix = """() => Array.from(document.querySelectorAll('details.appendix')).map(d =>
+        ({open: d.open, visible: Array.from(d.children).filter(c => c.tagName !== 'SUMMARY')
+                                     .some(c => c.checkVisibility())}))"""
+    closed = page.evaluate(appendix)
+    assert closed and not any(a["open"] or a["visible"] for a in closed), f"{chapter}: appendix shown {closed}"
+    page.click("details.appendix > summary")
+    assert page.evaluate(appendix)[0] == {"open": True, "visible": True}, f"{chapter}: the appendix does not open"
 
 
 def test_home_page_in_a_browser(page, server):

@@ -29,17 +29,17 @@ CHAPTER = notebook(
 
 def test_collapsed_sections_end_at_a_heading_of_the_same_level():
     assert story.collapsed_sections(CHAPTER) == [(4, 7)]
-    assert story.collapsed(CHAPTER) == [False] * 4 + [True] * 3 + [False]
+    assert story.collapsed(CHAPTER) == [False] * 5 + [True] * 2 + [False]
 
 
 def test_story_leaves_out_collapsed_parts_and_details_blocks():
     texts = " ".join(text for _, text in story.story_cells(CHAPTER))
-    assert "Seeds" not in texts and "12 34" not in texts and "Recap" in texts
+    assert "Seeds" not in texts and "12 34" not in texts and "Recap" in texts and "## Measurements" in texts
     assert story.story_words(CHAPTER) == len(" ".join(
         ["# 05 · A chapter It trains 4,000 steps in 9.5 min (see chapter 03 and chapter 07).",
          "## 1. Story A loss of $0.25$ and `x = 3`; Ho et al. 2020 used 1000 steps.",
          "**Primer.** Chapter 06 measures quality by a distance between feature clouds.",
-         "## Recap Chapter 08 goes on from here."]).split())
+         "## Measurements", "## Recap Chapter 08 goes on from here."]).split())
 
 
 def test_numbers_leave_out_maths_code_names_and_citation_years():

@@ -77,10 +77,11 @@ def collapsed_sections(nb) -> list[tuple[int, int]]:
 
 
 def collapsed(nb) -> list[bool]:
-    """For each cell: is it inside a collapsed section (its heading included) or a solution?"""
+    """For each cell: is it folded away, under a collapsed heading or a solution? (The heading
+    cell itself stays in view, so it holds its heading line only.)"""
     flags = [is_solution(cell) for cell in nb["cells"]]
     for start, end in collapsed_sections(nb):
-        flags[start:end] = [True] * (end - start)
+        flags[start + 1:end] = [True] * (end - start - 1)
     return flags
 
 
