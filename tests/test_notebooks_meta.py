@@ -130,7 +130,7 @@ def test_story_fits_an_evening(notebook):
 def test_measurements_wait_in_a_collapsed_appendix(notebook):
     _, nb = notebook
     titles = [nb.cells[start].source.lstrip("# ") for start, _ in story.collapsed_sections(nb)]
-    assert any(t.lower().startswith("measurements") for t in titles), f"collapsed sections: {titles}"
+    assert any(t.lower().startswith("appendix: measurements") for t in titles), f"collapsed sections: {titles}"
     assert all("\n" not in t.strip() for t in titles), \
         "a collapsed heading cell holds the heading only: JupyterLab folds the cells after it, not its own text"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()

@@ -7,7 +7,7 @@ not collapsed; what is collapsed a student opens when they want it:
   metadata (JupyterLab's own flag: the section opens folded, up to the next heading of the
   same or a higher level; Colab reads the heading's id from the notebook's
   ``colab.collapsed_sections``, and the website folds the section into a toggle). The
-  chapter's "Measurements" appendix is one;
+  chapter's "Appendix: measurements and details" is one;
 * a ``<details>`` block inside a markdown cell (closed unless it says ``open``);
 * an exercise's solution cells (tag ``solution``), folded everywhere, see ``fold``.
 
