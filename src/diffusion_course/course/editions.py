@@ -37,6 +37,7 @@ from .colab import badge_markdown, colab_url
 
 EXERCISE = re.compile(r"^### Exercise\b")
 SOLUTION, STUB = "solution", "stub"
+HIDE_INPUT = "hide-input"                # the website's tag for a folded cell (course.story.fold)
 STUDENT_FOLDER = "notebooks/student"     # the published student edition, relative to the checkout
 
 
@@ -45,7 +46,7 @@ def is_exercise(cell) -> bool:
 
 
 def is_solution(cell) -> bool:
-    return SOLUTION in cell.metadata.get("tags", [])
+    return SOLUTION in cell["metadata"].get("tags", [])    # a NotebookNode or the plain JSON dict
 
 
 def exercises(nb) -> list[dict]:
@@ -67,7 +68,7 @@ def exercises(nb) -> list[dict]:
 def stub_for(cell, title: str):
     """The cell a student sees in place of ``cell`` (a solution of exercise ``title``)."""
     # the stub is for the student to write in: nothing of the solution's folding stays
-    tags = [t for t in cell.metadata.get("tags", []) if t not in (SOLUTION, "hide-input")] + [STUB]
+    tags = [t for t in cell.metadata.get("tags", []) if t not in (SOLUTION, HIDE_INPUT)] + [STUB]
     if cell.cell_type == "code":
         text = cell.metadata.get(STUB) or f"# {title}: write your solution here.\n..."
         new = nbformat.v4.new_code_cell(text)

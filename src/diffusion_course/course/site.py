@@ -30,8 +30,8 @@ import nbformat
 
 from ..data.paths import build_dir
 from .colab import colab_url
-from .editions import is_solution, student_path
-from .story import HEADING, HIDE_INPUT, collapsed_sections
+from .editions import HIDE_INPUT, is_solution, student_path
+from .story import HEADING, collapsed_sections
 from .runner import REPO_ROOT, list_chapters
 
 TITLE = "Diffusion models, from Gaussian noise to sound"

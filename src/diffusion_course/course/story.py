@@ -28,12 +28,12 @@ import sys
 
 import nbformat
 
+from .editions import HIDE_INPUT, is_solution
+
 MAX_STORY_WORDS = 3000
 MAX_STORY_NUMBERS = 15
 MAX_KNOBS = 20
 COLLAPSED = "jp-MarkdownHeadingCollapsed"
-HIDE_INPUT = "hide-input"
-SOLUTION = "solution"
 
 HEADING = re.compile(r"^(#{1,6})\s+(.*)", re.M)
 DETAILS = re.compile(r"<details(?![^>]*\bopen\b)[^>]*>.*?</details>", re.S | re.I)
@@ -55,10 +55,6 @@ def heading_level(cell) -> int | None:
         return None
     match = HEADING.match(_source(cell).lstrip())
     return len(match.group(1)) if match else None
-
-
-def is_solution(cell) -> bool:
-    return SOLUTION in cell["metadata"].get("tags", [])
 
 
 def collapsed_sections(nb) -> list[tuple[int, int]]:
