@@ -204,3 +204,17 @@ def test_inverse_problems(tmp_path, real_data_root, ci_judge_cache):
     assert box["noise_sigma"] == 0.02 and box["settings"]["steps"] == 3
     assert set(result["summary"]) == {"inpaint-box", "sr2"}
     check_judge(result["judge"])
+
+
+def test_few_step_sampling(tmp_path, real_data_root, ci_judge_cache):
+    result = run_benchmark("few_step_sampling", ["--profile", "ci", "--n-samples", "20", "--seeds", "2", "--calls", "1", "3",
+                                                 "--stochastic-calls", "4", "--reference-steps", "8", "--tolerances", "0.2"],
+                           tmp_path, real_data_root, ci_judge_cache)
+    rows = {(r["method"], r["budget"]): r for r in result["results"]}
+    assert ("ddim", 8) in rows and ("pd", 1) in rows and ("cd", 1) in rows and ("heun", 3) in rows
+    assert ("dpm2m-sde", 4) in rows and ("adaptive", 0.2) in rows and ("pd", 3) not in rows
+    assert all(r["frechet_ratio"] > 0 and len(r["by_seed"]) == 2 for r in rows.values())
+    assert rows["heun", 3]["calls"] == 3 and rows["adaptive", 0.2]["calls"] >= 2
+    assert set(result["distillation_cost"]) == {"mnist-pd-8", "mnist-pd-4", "mnist-pd-2", "mnist-pd-1", "mnist-cd"}
+    assert set(result["summary"]["targets_met"]) >= {"dpm2m_20_within_10pct", "distilled_1_at_most_2.5x_ode"}
+    check_judge(result["judge"])

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from diffusion_course.diffusion.sampling import log_snr, logsnr_timesteps, sample
+from diffusion_course.diffusion.sampling import log_snr, logsnr_timesteps, sample, sample_adaptive
 from diffusion_course.diffusion.schedules import NoiseSchedule
 
 DATA_MEAN, DATA_STD = 0.3, 0.5
@@ -130,3 +130,18 @@ def test_the_sweep_samplers_are_these_settings():
         direct = sample(model, x_T.shape, SCHEDULE, steps=6, eta=eta, spacing="logsnr", order=2, x_T=x_T,
                         generator=torch.Generator().manual_seed(3)).x0
         assert torch.equal(ours, direct), name
+
+
+def test_adaptive_solver_spends_more_calls_for_a_smaller_tolerance_and_gets_closer():
+    model = GaussianDenoiser(SCHEDULE)
+    x_T = torch.randn(4096, 1, generator=torch.Generator().manual_seed(5))
+    exact = exact_ode(SCHEDULE, x_T, 0)
+    calls, errors = [], []
+    for tol in (0.05, 0.01, 0.002):
+        run = sample_adaptive(model, (4096, 1), SCHEDULE, tol, kind="eps", clip_x0=False, x_T=x_T)
+        assert run.steps == sorted(set(run.steps), reverse=True) and run.steps[0] == 1000
+        calls.append(len(run.steps))
+        errors.append((run.x0.double() - exact).pow(2).mean().sqrt().item())
+    assert calls[0] < calls[1] < calls[2] and errors[0] > errors[1] > errors[2], (calls, errors)
+    with pytest.raises(ValueError, match="tol must be > 0"):
+        sample_adaptive(model, (2, 1), SCHEDULE, 0.0)

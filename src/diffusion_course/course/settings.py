@@ -399,6 +399,21 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "colour_n_eval": Knob(50, 200, 1_000, "colour images generated and scored by the colour "
                               "judge", min=10, max=5_000),
     },
+    "15": {
+        "seed": Knob(0, 0, 0, "seed of the starting noises every sampler shares", min=0),
+        "distilled": Knob("reference", "reference", "reference", "the distilled students: "
+                          "\"reference\" (shipped with the course) or \"student\" (distilled now by "
+                          "the profile's recipe, cached)", choices=("reference", "student")),
+        "n_eval": Knob(50, 300, 1_000, "digits scored per sampler and budget", min=10, max=10_000),
+        "calls": Knob("1,2,4,10", "1,2,4,8,10,20", "1,2,4,8,10,20", "comma-separated budgets of "
+                      "network calls per digit in the table"),
+        "reference_steps": Knob(50, 1000, 1000, "DDIM steps of the converged probability-flow ODE "
+                                "every deterministic sampler is measured against", min=1, max=1000),
+        "demo_steps": Knob(3, 100, 600, "optimiser steps of the distillation round the chapter runs "
+                           "itself (the shipped students trained longer)", min=1),
+        "tolerances": Knob("0.05", "0.05,0.02,0.01", "0.05,0.02,0.01,0.005", "comma-separated error "
+                           "tolerances of the adaptive solver"),
+    },
 }
 
 

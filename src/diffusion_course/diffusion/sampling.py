@@ -24,6 +24,7 @@ solver DPM-Solver++(2M), eta = 1 its stochastic version DPM-Solver++(2M) SDE (mi
 form), whose first order is the ancestral step. The first step (no previous prediction) and
 the last (to t = 0, where lambda is infinite) stay first order.
 
+``sample_adaptive`` chooses the 2M solver's steps by an error estimate.
 ``ddim_invert`` runs the eta = 0 update forwards in t (image -> noise), ``sdedit`` noises
 an image to some t0 and samples back from there, ``slerp`` interpolates between noises;
 classifier-free guidance is ``predict``'s ``labels`` and ``guidance``; the reverse SDE and the probability-flow ODE are in ``sde.py``.
@@ -166,7 +167,8 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
            labels: torch.Tensor | None = None, guidance: float | None = None,
            generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
            snapshot_at: tuple[int, ...] = (), device: torch.device | str = "cpu",
-           progress: bool = False, start_t: int | None = None, noise=None, order: int = 1) -> Trajectory:
+           progress: bool = False, start_t: int | None = None, noise=None, order: int = 1,
+           times: list[int] | None = None) -> Trajectory:
     """Generate ``shape`` images. Defaults are DDPM: all T steps, eta = 1.
 
     ``steps`` < T respaces; ``eta`` = 0 gives DDIM; ``order`` = 2 is DPM-Solver++(2M) (with
@@ -177,6 +179,8 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
     a draw of x_{start_t}; ``steps`` then respaces 1..start_t (see ``sdedit``).
     ``noise(shape, generator)`` draws x_T and every step's z (default ``torch.randn``;
     chapter 14's mixture-noise model passes ``mixture_noise.noise_fn(...)``).
+    ``times``: the descending steps t_n > ... > t_1 >= 1 to visit, instead of ``steps`` and
+    ``spacing`` (e.g. ``sde.edm_timesteps``' Karras grid, or a distilled model's own grid).
     """
     draw = (lambda shp, g: torch.randn(shp, generator=g)) if noise is None else noise
     if eta < 0:
@@ -191,7 +195,14 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
     n_steps = top if steps is None else steps
     if start_t is not None:
         n_steps = min(n_steps, top)   # from part-way down there are at most start_t steps
-    ts = logsnr_timesteps(schedule, n_steps, top) if spacing == "logsnr" else timesteps(top, n_steps, spacing)
+    if times is not None:
+        ts = [int(t) for t in times]
+        if not ts or any(not 1 <= t <= top for t in ts) or any(a <= b for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"times must be strictly decreasing steps in 1..{top}, got {times!r}")
+    elif spacing == "logsnr":
+        ts = logsnr_timesteps(schedule, n_steps, top)
+    else:
+        ts = timesteps(top, n_steps, spacing)
     ab = schedule.alpha_bars
     x = (draw(tuple(shape), generator) if x_T is None else x_T.cpu()).to(device)
     labels = None if labels is None else labels.to(device)
@@ -215,6 +226,51 @@ def sample(model, shape: tuple[int, ...], schedule: NoiseSchedule, steps: int | 
             traj.snapshots[t], traj.predictions[t] = x.cpu(), x0.cpu()
     traj.x0 = x.cpu()
     return traj
+
+
+@torch.no_grad()
+def sample_adaptive(model, shape: tuple[int, ...], schedule: NoiseSchedule, tol: float, kind: str = "eps",
+                    first_step: float = 1.0, max_growth: float = 2.0, clip_x0: bool = True,
+                    x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                    device: torch.device | str = "cpu") -> Trajectory:
+    """DPM-Solver++(2M) with its steps chosen on the way by an error estimate that costs no
+    network call.
+
+    From t, the 2M step to s differs from the first-order (DDIM) step by
+    a_s (1 - e^{-h}) (D - x0_hat) = a_s (1 - e^{-h}) h / (2 h_prev) (x0_hat - x0_hat_prev): the
+    extrapolation's correction, an estimate of the first-order step's local error. The next
+    step goes to the smallest s (the longest step) whose estimate, as a root mean square over
+    the batch, is at most ``tol``, and at most ``max_growth`` times the previous step in lambda
+    (the estimate extrapolates from the last step: at high noise x0_hat hardly moves, and
+    without the cap one step would jump to the end). The first step advances lambda by
+    ``first_step``; the last goes from t = 1 to 0. Smaller ``tol``: more calls;
+    ``Trajectory.steps`` lists the steps visited, one network call each.
+    """
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    ab = schedule.alpha_bars
+    lam = log_snr(ab).double()                                   # lambda_0 = inf
+    x = (torch.randn(tuple(shape), generator=generator) if x_T is None else x_T.cpu()).to(device)
+    t, x0_prev, lam_prev, h_prev, visited = schedule.T, None, None, None, []
+    while True:
+        visited.append(t)
+        at, st = ab[t].sqrt().float(), (1 - ab[t]).sqrt().float()
+        x0 = predict(model, x, t, kind, at, st, clip_x0=clip_x0)[0]
+        if t == 1:
+            break                                                # the last step, to t = 0, returns x0_hat
+        cand = torch.arange(1, t)                                # every s < t, ascending
+        h = lam[cand] - lam[t]
+        if x0_prev is None:
+            ok = h <= first_step
+        else:
+            change = (x0 - x0_prev).float().pow(2).mean().sqrt().item()
+            err = ab[cand].sqrt() * (1 - (-h).exp()) * h / (2 * h_prev) * change
+            ok = (err <= tol) & (h <= max_growth * h_prev)
+        s_ = int(cand[ok].min()) if ok.any() else t - 1          # the longest step allowed
+        x0_step = multistep_x0(x0, x0_prev, lam_prev, lam[t].item(), lam[s_].item())
+        x = step_mean(x0_step, (x - at * x0_step) / st, ab[t], ab[s_], 0.0)[0]
+        x0_prev, lam_prev, h_prev, t = x0, lam[t].item(), (lam[s_] - lam[t]).item(), s_
+    return Trajectory(x0=x0.cpu(), steps=visited)
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ steps-against-quality-against-time curve.
     sde   the reverse SDE, Euler-Maruyama in r = -log abar (``diffusion.sde.sample_sde``)
     dpm2m DPM-Solver++(2M) on steps evenly spaced in log-SNR (``diffusion.sampling.sample``, order = 2)
     dpm2m-sde  its stochastic version, DPM-Solver++(2M) SDE (order = 2, eta = 1)
+    dpm2m-uniform, dpm2m-karras  DPM-Solver++(2M) on steps uniform in t, or on EDM's rho = 7 grid
+    heun  EDM's Heun on its rho = 7 grid (``diffusion.sde.sample_sigma_ode``): n steps, 2n - 1 calls
 
 Every setting starts from the same seeded x_T (one per seed), so settings differ only in the
 sampler and its steps; a row records seconds per image and the judge's report card.
@@ -22,7 +24,7 @@ from typing import Iterator
 import torch
 
 from ..diffusion.sampling import sample
-from ..diffusion.sde import sample_sde
+from ..diffusion.sde import edm_timesteps, sample_sde, sample_sigma_ode
 from ..training.device import autocast
 
 SAMPLERS = {"ddpm": "ancestral DDPM update, eta = 1 (diffusion.sampling.sample)",
@@ -30,11 +32,16 @@ SAMPLERS = {"ddpm": "ancestral DDPM update, eta = 1 (diffusion.sampling.sample)"
             "ode": "probability-flow ODE, Euler in r = -log abar (diffusion.sde.sample_sde, method='ode')",
             "sde": "reverse SDE, Euler-Maruyama in r = -log abar (diffusion.sde.sample_sde, method='sde')",
             "dpm2m": "DPM-Solver++(2M), steps even in log-SNR (diffusion.sampling.sample, order=2, eta=0)",
-            "dpm2m-sde": "DPM-Solver++(2M) SDE, steps even in log-SNR (diffusion.sampling.sample, order=2, eta=1)"}
+            "dpm2m-sde": "DPM-Solver++(2M) SDE, steps even in log-SNR (diffusion.sampling.sample, order=2, eta=1)",
+            "dpm2m-uniform": "DPM-Solver++(2M), steps uniform in t (diffusion.sampling.sample, order=2, eta=0)",
+            "dpm2m-karras": "DPM-Solver++(2M) on EDM's rho = 7 grid (sample(order=2, times=sde.edm_timesteps(...)))",
+            "heun": "EDM's Heun on its rho = 7 grid, 2n - 1 calls for n steps (diffusion.sde.sample_sigma_ode)"}
 # the settings of diffusion.sampling.sample each sampler of that family is
 SAMPLE_SETTINGS = {"ddpm": {"eta": 1.0}, "ddim": {"eta": 0.0},
                    "dpm2m": {"eta": 0.0, "order": 2, "spacing": "logsnr"},
-                   "dpm2m-sde": {"eta": 1.0, "order": 2, "spacing": "logsnr"}}
+                   "dpm2m-sde": {"eta": 1.0, "order": 2, "spacing": "logsnr"},
+                   "dpm2m-uniform": {"eta": 0.0, "order": 2, "spacing": "uniform"},
+                   "dpm2m-karras": {"eta": 0.0, "order": 2}}
 
 REPORT_KEYS = ("frechet", "frechet_floor", "frechet_floor_sd", "frechet_ratio", "confident_fraction",
                "min_class_fraction", "class_histogram")
@@ -63,8 +70,13 @@ def generate(model, tcfg, x_T: torch.Tensor, steps: int, sampler: str = "ddim", 
             if sampler in ("ode", "sde"):
                 traj = sample_sde(model, chunk.shape, schedule, steps=steps, method=sampler, kind=tcfg.kind,
                                   x_T=chunk, generator=generator, device=device, progress=progress, **extra)
+            elif sampler == "heun":
+                traj = sample_sigma_ode(model, chunk.shape, schedule, steps, method="heun", grid="edm",
+                                        kind=tcfg.kind, x_T=chunk, device=device, **extra)
             else:
                 settings = {**SAMPLE_SETTINGS[sampler], **({"eta": eta} if eta is not None else {})}
+                if sampler == "dpm2m-karras":
+                    settings["times"] = edm_timesteps(schedule, steps)
                 traj = sample(model, chunk.shape, schedule, steps=steps, kind=tcfg.kind, x_T=chunk,
                               generator=generator, device=device, progress=progress, **settings, **extra)
         out.append(traj.x0.float())

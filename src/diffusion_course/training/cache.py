@@ -116,7 +116,8 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
                   device: torch.device | str = "cpu", progress: bool = True,
                   max_seconds: float | None = None,
                   keep_ema_at: tuple[int, ...] = (), noise: Callable | None = None,
-                  noise_spec: dict | None = None, checkpoint_every: int = 500
+                  noise_spec: dict | None = None, checkpoint_every: int = 500,
+                  loss_fn: Callable | None = None, loss_spec: dict | None = None
                   ) -> tuple[torch.nn.Module, dict]:
     """Return (EMA model, info) for these settings: loaded from the cache if it was trained
     before, else trained now (an interrupted run resumes) and cached.
@@ -125,7 +126,8 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
     ``cfg`` and ``data_spec``, so changing any of them trains a new model. ``info`` holds
     the loss history and, for ``keep_ema_at``, the EMA weights at those steps.
     ``noise`` (a law of the training noise, see ``loop.train``) needs ``noise_spec``, a dict
-    that names it and enters the hash (models trained with other noise are other entries).
+    that names it and enters the hash (models trained with other noise are other entries);
+    ``loss_fn`` (another loss, see ``loop.train``) likewise needs ``loss_spec``.
     The network is built under ``cfg.seed`` (``seeded``), so the same settings give the same
     weights in any process; a run killed after a checkpoint (every ``checkpoint_every`` steps,
     in ``<name>-<hash>.partial.pt``) resumes to the weights an uninterrupted run reaches. Only
@@ -133,11 +135,14 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
     """
     if (noise is None) != (noise_spec is None):
         raise ValueError("pass noise and noise_spec together: the spec names the noise in the cache key")
+    if (loss_fn is None) != (loss_spec is None):
+        raise ValueError("pass loss_fn and loss_spec together: the spec names the loss in the cache key")
     model = seeded(make_model, cfg.seed)
     keep_ema_at = tuple(sorted(keep_ema_at))
     key = cache_key(getattr(model, "config", {}), asdict(cfg), data_spec,
                     *([{"keep_ema_at": keep_ema_at}] if keep_ema_at else []),
-                    *([{"noise": noise_spec}] if noise_spec is not None else []))
+                    *([{"noise": noise_spec}] if noise_spec is not None else []),
+                    *([{"loss": loss_spec}] if loss_spec is not None else []))
     final = cache_dir() / f"{name}-{key}.pt"
     partial = final.with_suffix(".partial.pt")
 
@@ -152,7 +157,7 @@ def load_or_train(name: str, make_model: Callable[[], torch.nn.Module], cfg: Tra
         images, labels = data()
         state = train(model, images, cfg, labels, checkpoint=partial, progress=progress,
                       max_seconds=max_seconds, device=device, keep_ema_at=keep_ema_at, noise=noise,
-                      checkpoint_every=checkpoint_every)
+                      checkpoint_every=checkpoint_every, loss_fn=loss_fn)
         complete = state.step == cfg.steps
         if not complete:
             save_checkpoint(state, cfg, partial, extra={"data": data_spec})

@@ -151,14 +151,19 @@ def draw_batch(images: torch.Tensor, labels: torch.Tensor | None, cfg: TrainConf
 
 
 def optimise(net: torch.nn.Module, model: torch.nn.Module, state: TrainState, cfg: TrainConfig, schedule,
-             x0: torch.Tensor, y: torch.Tensor | None, t: torch.Tensor, eps: torch.Tensor, device) -> None:
+             x0: torch.Tensor, y: torch.Tensor | None, t: torch.Tensor, eps: torch.Tensor, device,
+             loss_fn: Callable | None = None) -> None:
     """One step: the learning rate of this step, the diffusion loss of this rank's slice through
     ``net`` (``model`` itself, or wrapped in DDP, which averages the gradients over the ranks),
-    AdamW, the EMA update, and the loss averaged over the ranks into ``state.losses``."""
+    AdamW, the EMA update, and the loss averaged over the ranks into ``state.losses``.
+    ``loss_fn(net, x0, y, t, eps)`` replaces the diffusion loss (distillation's losses)."""
     for group in state.optimizer.param_groups:
         group["lr"] = lr_at(state.step, cfg)
     with autocast(cfg.precision, device):
-        loss = diffusion_loss(net, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, t=t, eps=eps)
+        if loss_fn is None:
+            loss = diffusion_loss(net, x0, schedule, cfg.kind, cfg.min_snr_gamma, y, t=t, eps=eps)
+        else:
+            loss = loss_fn(net, x0, y, t, eps)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -174,7 +179,7 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
           checkpoint_every: int = 500, stop_after: int | None = None,
           max_seconds: float | None = None, progress: bool = True,
           device: torch.device | str = "cpu", keep_ema_at: tuple[int, ...] = (),
-          noise: Callable | None = None) -> TrainState:
+          noise: Callable | None = None, loss_fn: Callable | None = None) -> TrainState:
     """Train ``model`` on ``images`` (in [-1, 1]) with the diffusion loss of ``cfg``.
 
     With ``checkpoint``, resumes from it if it exists and saves to it every
@@ -183,7 +188,8 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
     ``keep_ema_at`` lists steps after which a copy of the EMA weights is kept in
     ``state.ema_history`` (to show how the model improves during training).
     ``noise(shape, generator)``: the law of the training noise (default Gaussian; see
-    ``diffusion.objectives.diffusion_loss``).
+    ``diffusion.objectives.diffusion_loss``). ``loss_fn(net, x0, y, t, eps)``: another loss
+    on the same draws (``diffusion.distillation``'s; default the diffusion loss of ``cfg``).
     """
     model.to(device).train()
     net, world = wrap(model, torch.device(device)), rank_and_world()[1]   # DDP under torchrun
@@ -207,7 +213,7 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
         # the global batch of world x B examples, with its steps and noise; this rank's slice of it
         x0, y = draw_batch(images, labels, cfg, g, null_label, cfg.batch_size * world)
         t, eps = draw_noise(x0, schedule, g, noise)
-        optimise(net, model, state, cfg, schedule, *shard(x0, y, t, eps), device=device)
+        optimise(net, model, state, cfg, schedule, *shard(x0, y, t, eps), device=device, loss_fn=loss_fn)
         if state.step in keep_ema_at:
             state.ema_history[state.step] = {k: v.detach().cpu().clone()
                                              for k, v in state.ema.state_dict().items()}

@@ -28,6 +28,11 @@ SHA256 = {
     "mnist-ddpm": "3833644f32367ee7cc2ab8be9fcffba75625495a5b3cf7295cc0dbeeac2e5311",
     "mnist-cond": "2cf0f4b9be9a40400e5967a340506455f81c8874c3da0843c42aa5dedb73a5bc",
     "fsdd-logmag": "ee3f94108594f2dc21d49b668d94c761e6678911f755dc21657c684c739cc786",
+    "mnist-pd-8": "8fd3a6c7ccd3c5e1fdd02973779fa0c969d91234cb800bbe72f5f3d556438812",
+    "mnist-pd-4": "ee7e760aa38d7ae1d89692d4eb969825bbc920acd73508afacf5b0e228a8dab5",
+    "mnist-pd-2": "66a9786b4ce505b8120b1ac4c8c4a621fa333366ed88bd8b9fdf4d5c1de376bf",
+    "mnist-pd-1": "c181d905b69fcb2c3528bec699024dbf7492d5d323bcfe7500241cef20632ef1",
+    "mnist-cd": "7cc84aafb27a8e53026380bc41f1c4327aac450bbe30770c4bc6d7c1d59ce377",
 }
 
 
