@@ -218,3 +218,19 @@ def test_few_step_sampling(tmp_path, real_data_root, ci_judge_cache):
     assert set(result["distillation_cost"]) == {"mnist-pd-8", "mnist-pd-4", "mnist-pd-2", "mnist-pd-1", "mnist-cd"}
     assert set(result["summary"]["targets_met"]) >= {"dpm2m_20_within_10pct", "distilled_1_at_most_2.5x_ode"}
     check_judge(result["judge"])
+
+
+def test_control(tmp_path, real_data_root, ci_judge_cache):
+    result = run_benchmark("control", ["--profile", "ci", "--seeds", "2", "--ranks", "2", "--set", "per_class=3",
+                                       "--set", "n_structure=6", "--set", "n_concept=4", "--set", "n_prior=10"],
+                           tmp_path, real_data_root, ci_judge_cache)
+    assert [s["seed"] for s in result["seeds"]] == [0, 1] and result["controlnet"]["source"] == "reference"
+    first = result["seeds"][0]
+    assert first["inversion"]["base_unchanged"] and first["inversion"]["trainable"] == 128
+    assert first["lora2_prior"]["trainable"] < first["full_prior"]["trainable"] / 20
+    assert len(first["full"]["drift"]["per_class"]) == 10 and not first["full"]["prior"] and first["full_prior"]["prior"]
+    assert all(0 <= first["structure"][m]["agreement"] <= 1 for m in ("controlnet", "unconditioned", "sdedit", "dps"))
+    summary = result["summary"]
+    assert summary["controlnet"]["agreement"]["sd"] >= 0 and "lora2_prior" in summary
+    assert {"prior_drift_within_3_points", "controlnet_agreement_2x_unconditioned"} <= set(summary["targets_met"])
+    check_judge(result["judge"])

@@ -414,6 +414,21 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "tolerances": Knob("0.05", "0.05,0.02,0.01", "0.05,0.02,0.01,0.005", "comma-separated error "
                            "tolerances of the adaptive solver"),
     },
+    "16": {
+        "seed": Knob(0, 0, 0, "seed of the fine-tunes and of every sample", min=0),
+        "controlnet": Knob("reference", "reference", "reference", "the ControlNet: \"reference\" "
+                           "(shipped with the course) or \"student\" (trained now by the profile's "
+                           "recipe, cached)", choices=("reference", "student")),
+        "ti_steps": Knob(3, 400, 1_000, "optimiser steps of textual inversion", min=1),
+        "db_steps": Knob(3, 400, 1_000, "optimiser steps of each DreamBooth fine-tune", min=1),
+        "batch": Knob(8, 32, 64, "subject images per step (and as many prior images)", min=1),
+        "n_prior": Knob(20, 500, 2_000, "DreamBooth's class images drawn by the frozen model", min=10),
+        "lora_rank": Knob(4, 4, 4, "rank of the LoRA adapters", min=1, max=64),
+        "n_concept": Knob(10, 200, 500, "samples of each learned label", min=2, max=10_000),
+        "per_class": Knob(5, 100, 300, "samples per digit when measuring drift", min=2, max=1_000),
+        "n_structure": Knob(10, 300, 1_000, "test skeletons each structure method is given",
+                            min=2, max=10_000),
+    },
 }
 
 

@@ -102,7 +102,8 @@ def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch
     (eps_hat is then recomputed so the two stay consistent).
 
     With ``guidance`` = w, both branches come from one batched call on [x, x] with labels
-    [y, null] (null = ``model.num_classes``), and the mix is computed as
+    [y, null] (null = ``model.num_classes``; labels above it exist where a model has
+    ``num_labels``, e.g. chapter 16's learned ones), and the mix is computed as
     (1 - w) out_uncond + w out_cond: the same formula, but w = 0 returns the unconditional
     branch and w = 1 the conditional one exactly, without round-off. All three
     parameterisations are linear in the output, so guiding eps, x0 or v is the same thing.
@@ -114,8 +115,9 @@ def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch
             raise ValueError("labels and guidance need a class-conditional model (one with num_classes)")
         if labels is None:
             raise ValueError("guidance needs labels: one class in 0..num_classes - 1 per example")
-        if labels.shape != (x.shape[0],) or labels.min() < 0 or labels.max() > num_classes:
-            raise ValueError(f"labels must be {x.shape[0]} integers in 0..{num_classes} "
+        top = getattr(model, "num_labels", num_classes + 1) - 1   # labels added after training
+        if labels.shape != (x.shape[0],) or labels.min() < 0 or labels.max() > top:
+            raise ValueError(f"labels must be {x.shape[0]} integers in 0..{top} "
                              f"({num_classes} = no label), got shape {tuple(labels.shape)}")
     if guidance is None:
         out = model(x, tt, labels) if labels is not None else model(x, tt)

@@ -136,6 +136,7 @@ class UNetTrunk(nn.Module):
         self.mid_attn = Attention(ch, dims=dims)
         self.mid2 = ResBlock(ch, ch, emb_dim, dropout, dims)
 
+        self.encoder_widths = (*skip_widths, ch)   # the skips' widths, then the middle's
         # Up path: one more block per level than the down path, each eating one skip.
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
@@ -161,6 +162,10 @@ class UNetTrunk(nn.Module):
 
     def _trunk(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The stem's output h [B, base, *size] -> the head's input [B, width, *size]."""
+        return self._decode(*self._encode(h, emb), emb)
+
+    def _encode(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Down path and middle: (the middle's output, the skips, widths ``encoder_widths``)."""
         skips = [h]
         for level, blocks in enumerate(self.down):
             for block in blocks:
@@ -169,7 +174,10 @@ class UNetTrunk(nn.Module):
             if level < len(self.downsample):
                 h = self.downsample[level](h)
                 skips.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        return self.mid2(self.mid_attn(self.mid1(h, emb)), emb), skips
+
+    def _decode(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor) -> torch.Tensor:
+        """Up path: each block eats the last skip left (``skips`` is consumed)."""
         for level, blocks in enumerate(self.up):
             for block in blocks:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)

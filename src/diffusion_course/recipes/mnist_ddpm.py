@@ -125,9 +125,10 @@ def load_mnist_model(profile: str = "auto", model: str = "reference", conditiona
 def sample_digits(model, tcfg: TrainConfig, n: int, steps: int, eta: float, generator: torch.Generator,
                   device: torch.device | str = "cpu", batch_size: int = 250,
                   labels: torch.Tensor | None = None, guidance: float | None = None,
-                  noise=None) -> torch.Tensor:
+                  noise=None, order: int = 1) -> torch.Tensor:
     """``n`` digits [n, 1, 28, 28] from ``model`` (trained with ``tcfg``), in batches, with the
-    respaced sampler (``eta`` = 1 ancestral, 0 DDIM) at the training precision; float32.
+    respaced sampler (``eta`` = 1 ancestral, 0 DDIM; ``order`` = 2 DPM-Solver++(2M)) at the
+    training precision; float32.
     For the conditional model, ``labels`` [n] and the guidance weight ``guidance``;
     ``noise``: the law of x_T and of every step's z (``diffusion.sampling.sample``; chapter 14)."""
     schedule, chunks = tcfg.noise_schedule(), []
@@ -137,5 +138,5 @@ def sample_digits(model, tcfg: TrainConfig, n: int, steps: int, eta: float, gene
         with autocast(tcfg.precision, device):
             chunks.append(sample(model, (b, 1, 28, 28), schedule, steps=steps, eta=eta,
                                  kind=tcfg.kind, generator=generator, device=device, noise=noise,
-                                 **extra).x0.float())
+                                 order=order, **extra).x0.float())
     return torch.cat(chunks)

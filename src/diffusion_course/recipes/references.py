@@ -6,6 +6,7 @@
     python -m diffusion_course.recipes.references fsdd-logmag   # chapter 11's spoken digits
     python -m diffusion_course.recipes.references mnist-pd-1    # progressive distillation (also -2, -4, -8)
     python -m diffusion_course.recipes.references mnist-cd      # consistency distillation
+    python -m diffusion_course.recipes.references mnist-controlnet  # chapter 16's ControlNet
 
 Training goes through ``training.cache.load_or_train`` (the course cache, resumable: run the
 same command again after an interruption). Run it on an otherwise idle machine. On several
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ..training import distributed
 from ..training.references import COMMAND, export_reference, sha256sum
-from . import few_step, mnist_ddpm, spoken_digits
+from . import control, few_step, mnist_ddpm, spoken_digits
 
 
 def trainers() -> dict:
@@ -29,7 +30,8 @@ def trainers() -> dict:
     with ``train_config`` and ``settings``). Each recipe lives beside its model."""
     return {**{name: mnist_ddpm.train_reference for name in mnist_ddpm.REFERENCE_RECIPES},
             **{name: spoken_digits.train_reference for name in spoken_digits.REFERENCE_RECIPES},
-            **{name: few_step.train_reference for name in few_step.REFERENCE_RECIPES}}
+            **{name: few_step.train_reference for name in few_step.REFERENCE_RECIPES},
+            **{name: control.train_reference for name in control.REFERENCE_RECIPES}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ SHA256 = {
     "mnist-pd-2": "66a9786b4ce505b8120b1ac4c8c4a621fa333366ed88bd8b9fdf4d5c1de376bf",
     "mnist-pd-1": "c181d905b69fcb2c3528bec699024dbf7492d5d323bcfe7500241cef20632ef1",
     "mnist-cd": "7cc84aafb27a8e53026380bc41f1c4327aac450bbe30770c4bc6d7c1d59ce377",
+    "mnist-controlnet": "82e94a35fe511fb05c30b3fb5485fe669e4d1f8264476e5aeef0b3a30da86ba3",
 }
 
 
