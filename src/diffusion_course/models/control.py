@@ -5,7 +5,7 @@ training the steered model computes exactly what the base model computes:
   DreamBooth's identifier); the base's own rows are untouched.
 - ``LoRA``: a layer W plus a low-rank update B A (Hu et al. 2022), B initialised to zero;
   ``add_lora`` puts adapters on the chosen layers, ``merge_lora`` folds them into W.
-- ``ControlNet`` (Zhang and Agrawala 2023): a trainable copy of the U-Net's encoder reads a
+- ``ControlNet`` (Zhang, Rao and Agrawala 2023): a trainable copy of the U-Net's encoder reads a
   structure map, and adds to the frozen U-Net's skips through zero-initialised convolutions.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from .unet import UNet, count_parameters
+from .unet import UNet
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,11 +167,6 @@ class ControlNet(nn.Module):
             skips = [s + z(c) for s, z, c in zip(skips, self.zero, c_skips)]
             mid = mid + self.zero[-1](c_mid)
         return base.unfold(base.head(base._decode(mid, skips, emb)))
-
-
-def control_parameters(model: ControlNet) -> dict:
-    """Parameter counts: the frozen base, and the trainable copy, hint encoder and zero convs."""
-    return {"base": count_parameters(model.base), "trainable": trainable_parameters(model)}
 
 
 def _check_structure(structure: torch.Tensor, x: torch.Tensor) -> None:
