@@ -48,7 +48,7 @@ def concept_row(model, label: int, judge, probe, targets, n: int, seed: int, tcf
             "reads_as_digit": judge.classify(x)[2].mean().item()}
 
 
-def one_seed(seed: int, cfg, ranks: list[int], base, tcfg, judge, probe, cn) -> dict:
+def one_seed(seed: int, cfg, ranks: list[int], base, base_weights, tcfg, judge, probe, cn) -> dict:
     subject, letters = control.subject_images(5), control.letter_images("A", 5)
     n, out = cfg.n_concept, {"seed": seed}
     labels = control.class_labels(cfg.per_class)
@@ -63,8 +63,7 @@ def one_seed(seed: int, cfg, ranks: list[int], base, tcfg, judge, probe, cn) -> 
         model, info = control.textual_inversion(base, tcfg, images, cfg.ti_steps, cfg.batch, seed)
         out[name] = {**concept_row(model, model.new_label(), judge, probe, images, n, seed, tcfg),
                      "seconds": info["seconds"], "trainable": info["trainable"], "final_loss": info["losses"][-1]}
-        out[name]["base_unchanged"] = all(torch.equal(a, b) for a, b in zip(base.state_dict().values(),
-                                                                              control.base_model(False)[0].state_dict().values()))
+        out[name]["base_unchanged"] = all(torch.equal(v, base_weights[k]) for k, v in base.state_dict().items())
     # DreamBooth
     prior = control.prior_images(base, tcfg, cfg.n_prior, seed + 1000)
     variants = {"full": (None, None), "full_prior": (None, prior),
@@ -160,6 +159,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     cfg = chapter_settings("16", args.profile, **knob_overrides(args))
     base, tcfg = control.base_model(progress=False)
+    base_weights = {k: v.clone() for k, v in base.state_dict().items()}   # to check that no fine-tune changed it
     judge = load_judge(cfg.profile)
     probe = control.ConceptProbe(judge)
     cn, cn_info = control.controlnet_model(cfg.controlnet, cfg.profile, progress=False)
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
                              "train_seconds": cn_info.get("train_seconds", cn_info.get("seconds"))},
               "probe": probe.held_out, "judge": judge.describe(), "seeds": []}
     for seed in range(args.seed, args.seed + args.seeds):
-        result["seeds"].append(one_seed(seed, cfg, args.ranks, base, tcfg, judge, probe, cn))
+        result["seeds"].append(one_seed(seed, cfg, args.ranks, base, base_weights, tcfg, judge, probe, cn))
         result["summary"] = summary(result["seeds"], args.ranks)
         write_result(args, result, pick_device())
     print(json.dumps(result["summary"]["targets_met"], indent=2))

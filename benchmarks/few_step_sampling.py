@@ -38,7 +38,7 @@ from diffusion_course.diffusion.sampling import sample_adaptive
 from diffusion_course.evaluation.judge import load_judge
 from diffusion_course.recipes.few_step import PROGRESSIVE_STUDENTS, SHIPPED, distilled_model, generate_at, supports
 from diffusion_course.recipes.mnist_ddpm import load_mnist_model
-from diffusion_course.recipes.sampler_sweep import REPORT_KEYS, starting_noise
+from diffusion_course.recipes.sampler_sweep import AVERAGED_KEYS, REPORT_KEYS, average_over_seeds, starting_noise
 from diffusion_course.training.device import autocast, pick_device
 
 DETERMINISTIC = ("ddim", "dpm2m", "dpm2m-uniform", "dpm2m-karras", "heun")
@@ -57,18 +57,6 @@ def load_students(source: str, profile: str) -> tuple[dict, dict]:
             students["pd"][int(name.rsplit("-", 1)[1])] = net
         cost[name] = {"train_steps": info["steps"], "train_seconds": info["seconds"]}
     return students, cost
-
-
-def aggregate(by_seed: list[dict]) -> dict:
-    """Mean figures over seeds, the FD's spread and each seed's own figures."""
-    row = dict(by_seed[0])
-    for key in ("seconds_per_image", "frechet", "frechet_ratio", "confident_fraction", "min_class_fraction", "calls"):
-        row[key] = statistics.mean(r[key] for r in by_seed)
-    if len(by_seed) > 1:
-        row["frechet_ratio_sd"] = statistics.stdev(r["frechet_ratio"] for r in by_seed)
-        row["by_seed"] = [{k: r[k] for k in ("seed", "calls", "frechet", "frechet_ratio", "confident_fraction",
-                                             "min_class_fraction")} for r in by_seed]
-    return row
 
 
 def parse(argv):
@@ -111,7 +99,10 @@ def main(argv=None) -> None:
             rep = judge.evaluate(x)
             by_seed.append({"seed": s, "calls": calls, "seconds_per_image": seconds / len(x),
                             **{k: rep[k] for k in REPORT_KEYS}})
-        row = {"method": method, "budget": budget, **aggregate(by_seed)}
+        row = {"method": method, "budget": budget,
+               **average_over_seeds(by_seed, AVERAGED_KEYS + ("calls",), "frechet_ratio",
+                                    ("seed", "calls", "frechet", "frechet_ratio", "confident_fraction",
+                                     "min_class_fraction"))}
         result["results"].append(row)
         write_result(args, result, device)
         print(f"{method:14s} {str(budget):>6s}: {row['calls']:6.1f} calls  FD/floor {row['frechet_ratio']:6.2f} "

@@ -262,7 +262,7 @@ class DigitJudge(Judge):
     def __init__(self, classifier: ImageClassifier, profile: str, info: dict):
         test_x, test_y = test_images()
         super().__init__(classifier, test_x, test_y, training_images()[0], info)
-        self.profile, self._class_judges = profile, {}
+        self.profile, self._class_judges, self._pool_labels = profile, {}, None
 
     def evaluate(self, samples: torch.Tensor) -> dict:
         """The report card of ``samples`` (digits in [-1, 1], clipped here): FD against the test
@@ -286,10 +286,11 @@ class DigitJudge(Judge):
         """The protocol within one class: the test digits of that class are the reference and
         the training digits of that class the floors' pool (chapter 16's per-class drift)."""
         if digit not in self._class_judges:
-            pool_x, pool_y = training_images()
+            if self._pool_labels is None:           # the pool is the training split: its labels, read once
+                self._pool_labels = training_images()[1]
             self._class_judges[digit] = Judge(self.classifier, self.test_x[self.test_y == digit],
                                               self.test_y[self.test_y == digit],
-                                              pool_x[pool_y == digit], self.info)
+                                              self.pool[self._pool_labels == digit], self.info)
         return self._class_judges[digit]
 
     def describe(self) -> dict:

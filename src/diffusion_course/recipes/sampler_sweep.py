@@ -112,11 +112,19 @@ def sweep(model, tcfg, judge, samplers, steps_list, n: int, seeds, device,
         for steps in steps_list:
             by_seed = [score_setting(sampler, model, x_Ts[s], tcfg, steps, judge, s, device, batch)
                        for s in seeds]
-            row = {"sampler": sampler, "steps": steps, **by_seed[0]}
-            if len(seeds) > 1:
-                for key in AVERAGED_KEYS:
-                    row[key] = statistics.mean(r[key] for r in by_seed)
-                row["frechet_sd"] = statistics.stdev(r["frechet"] for r in by_seed)
-                row["by_seed"] = [{k: r[k] for k in ("seed", "frechet", "frechet_ratio", "confident_fraction")}
-                                  for r in by_seed]
-            yield row
+            yield {"sampler": sampler, "steps": steps,
+                   **average_over_seeds(by_seed, AVERAGED_KEYS, "frechet",
+                                        ("seed", "frechet", "frechet_ratio", "confident_fraction"))}
+
+
+def average_over_seeds(by_seed: list[dict], keys, spread: str, kept) -> dict:
+    """One row from one setting's rows per seed: the first seed's row, and with several seeds
+    the mean of ``keys``, the standard deviation of ``spread`` (as ``<spread>_sd``) and each
+    seed's ``kept`` figures (``by_seed``)."""
+    row = dict(by_seed[0])
+    if len(by_seed) > 1:
+        for key in keys:
+            row[key] = statistics.mean(r[key] for r in by_seed)
+        row[f"{spread}_sd"] = statistics.stdev(r[spread] for r in by_seed)
+        row["by_seed"] = [{k: r[k] for k in kept} for r in by_seed]
+    return row
