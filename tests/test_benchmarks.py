@@ -234,3 +234,19 @@ def test_control(tmp_path, real_data_root, ci_judge_cache):
     assert summary["controlnet"]["agreement"]["sd"] >= 0 and "lora2_prior" in summary
     assert {"prior_drift_within_3_points", "controlnet_agreement_2x_unconditioned"} <= set(summary["targets_met"])
     check_judge(result["judge"])
+
+
+def test_text_to_image(tmp_path, real_data_root, ci_judge_cache):
+    result = run_benchmark("text_to_image", ["--profile", "ci", "--seeds", "2", "--set", "per_class=2",
+                                             "--set", "guidance_weights='1,3'", "--set", "sample_steps=4"],
+                           tmp_path, real_data_root, ci_judge_cache)
+    assert [s["seed"] for s in result["seeds"]] == [0, 1] and result["models"]["source"] == "reference"
+    first = result["seeds"][0]
+    assert set(first["text"]) == set(first["label"]) == set(first["held_out"]) == {"1.0", "3.0"}
+    assert all(0 <= first["text"][w]["attributes"][a]["matched"] <= 1 for w in first["text"] for a in ("thickness", "slant"))
+    assert result["encoder_pair"]["targets"]["zero_shot_90"] and result["encoder_pair"]["chance_top1"] == 1 / 64
+    summary = result["summary"]
+    assert summary["per_weight"]["3.0"]["text_accuracy"]["n"] == 2 and summary["text_best_weight"] in (1.0, 3.0)
+    memory = result["cost"]["memory"]
+    assert memory["bf16"]["peak_mib"] > 0 and memory["fp16"]["weights_mib"] == memory["fp32"]["weights_mib"] / 2
+    check_judge(result["judge"])

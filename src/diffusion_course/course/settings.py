@@ -429,6 +429,20 @@ CHAPTERS: dict[str, dict[str, Knob]] = {
         "n_structure": Knob(10, 300, 1_000, "test skeletons each structure method is given",
                             min=2, max=10_000),
     },
+    "17": {
+        "seed": Knob(0, 0, 0, "seed of the encoder pair's training and of every sample", min=0),
+        "model": Knob("reference", "reference", "reference", "the encoder pair and text-to-image "
+                      "U-Net sampled from: \"reference\" (shipped with the course) or \"student\" "
+                      "(trained now by the profile's recipe, cached)", choices=("reference", "student")),
+        "clip_steps": Knob(40, 400, 2_000, "optimiser steps of the encoder pair the chapter trains "
+                           "itself (the shipped one trained 2,000)", min=1),
+        "n_test": Knob(1_024, 10_000, 10_000, "test digits for retrieval and the zero-shot "
+                       "classifier", min=64, max=10_000),
+        "guidance_weights": Knob("1,3", "1,2,3,4,5", "1,2,3,4,5", "comma-separated guidance "
+                                 "weights w of the caption sweep"),
+        "per_class": Knob(3, 30, 100, "prompts per digit at each guidance weight", min=2, max=1_000),
+        "sample_steps": Knob(8, 20, 20, "DPM-Solver++(2M) steps of every sample", min=2, max=1000),
+    },
 }
 
 

@@ -94,6 +94,12 @@ class Trajectory:
     predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # t -> x0_hat at t
 
 
+def null_condition(model) -> int | None:
+    """What fills a condition that says nothing: a class model's null label (``num_classes``),
+    or a text model's padding id (``null_condition``; the empty caption); None if unconditional."""
+    return getattr(model, "null_condition", getattr(model, "num_classes", None))
+
+
 def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch.Tensor,
             labels: torch.Tensor | None = None, guidance: float | None = None,
             clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,13 +109,19 @@ def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch
 
     With ``guidance`` = w, both branches come from one batched call on [x, x] with labels
     [y, null] (null = ``model.num_classes``; labels above it exist where a model has
-    ``num_labels``, e.g. chapter 16's learned ones), and the mix is computed as
+    ``num_labels``, e.g. chapter 16's learned ones; for a text model, ``labels`` are token
+    ids [B, L] and null the empty caption, ``null_condition``), and the mix is computed as
     (1 - w) out_uncond + w out_cond: the same formula, but w = 0 returns the unconditional
     branch and w = 1 the conditional one exactly, without round-off. All three
     parameterisations are linear in the output, so guiding eps, x0 or v is the same thing.
     """
     tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    if labels is not None or guidance is not None:
+    if hasattr(model, "check_condition"):   # a condition other than a label (chapter 17's captions)
+        if guidance is not None and labels is None:
+            raise ValueError("guidance needs a condition per example")
+        if labels is not None:
+            model.check_condition(labels, x.shape[0])
+    elif labels is not None or guidance is not None:
         num_classes = getattr(model, "num_classes", None)
         if num_classes is None:
             raise ValueError("labels and guidance need a class-conditional model (one with num_classes)")
@@ -122,7 +134,7 @@ def predict(model, x: torch.Tensor, t: int, kind: str, a: torch.Tensor, s: torch
     if guidance is None:
         out = model(x, tt, labels) if labels is not None else model(x, tt)
     else:
-        null = torch.full_like(labels, model.num_classes)
+        null = torch.full_like(labels, null_condition(model))
         both = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))
         cond, uncond = both.chunk(2)
         out = (1 - guidance) * uncond + guidance * cond   # = uncond + w (cond - uncond)

@@ -82,17 +82,54 @@ class Attention(nn.Module):
         return x + self.out(a.reshape(x.shape))
 
 
+class CrossAttention(nn.Module):
+    """Attention from an image to a text (chapter 17): the queries come from the image's
+    positions, the keys and values from the caption's token vectors,
+
+        out = x + W_o softmax(Q K^T / sqrt(d)) V,   Q = W_q x,  K = W_k c,  V = W_v c,
+
+    so each position reads a mix of the tokens' values. Padding tokens are masked out. W_o
+    starts at zero: a U-Net given these blocks computes what it computed before them."""
+
+    def __init__(self, ch: int, context_dim: int, heads: int = 4):
+        super().__init__()
+        self.heads, self.norm = heads, _norm(ch)
+        self.q, self.kv = nn.Conv2d(ch, ch, 1), nn.Linear(context_dim, 2 * ch)
+        self.out = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def weights(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(attention weights [B, heads, H*W, M], values [B, heads, d, M]) for the image x
+        [B, C, H, W], token vectors ``context`` [B, M, D] and ``mask`` [B, M] (True: a token)."""
+        b, c = x.shape[:2]
+        q = self.q(self.norm(x)).reshape(b, self.heads, c // self.heads, -1)          # [B, h, d, N]
+        k, v = self.kv(context).transpose(1, 2).reshape(b, 2, self.heads, c // self.heads, -1).unbind(1)
+        logits = torch.einsum("bhdn,bhdm->bhnm", q, k) * q.shape[2] ** -0.5
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        return torch.softmax(logits, dim=-1), v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights, v = self.weights(x, context, mask)
+        a = torch.einsum("bhnm,bhdm->bhdn", weights, v)
+        return x + self.out(a.reshape(x.shape))
+
+
 class Block(nn.Module):
-    """A residual block, followed by self-attention at the levels that have it."""
+    """A residual block, followed by self-attention at the levels that have it (and there,
+    with a ``context_dim``, by cross-attention to a text)."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, attention: bool,
-                 dims: int = 2):
+                 dims: int = 2, context_dim: int | None = None):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim, dropout, dims)
         self.attn = Attention(c_out, dims=dims) if attention else nn.Identity()
+        self.cross = CrossAttention(c_out, context_dim) if attention and context_dim else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.attn(self.res(x, emb))
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: tuple | None = None) -> torch.Tensor:
+        h = self.attn(self.res(x, emb))
+        return h if self.cross is None else self.cross(h, *context)
 
 
 class UNetTrunk(nn.Module):
@@ -114,9 +151,11 @@ class UNetTrunk(nn.Module):
         return emb_dim
 
     def _build_trunk(self, dims: int, base: int, emb_dim: int, mults: tuple[int, ...],
-                     blocks_per_level: int, attention_levels: tuple[int, ...], dropout: float) -> int:
+                     blocks_per_level: int, attention_levels: tuple[int, ...], dropout: float,
+                     context_dim: int | None = None) -> int:
         """Down path, middle, up path for ``dims``-D maps (2: images, 1: sequences) that enter
-        with ``base`` channels; returns the width the head receives."""
+        with ``base`` channels; returns the width the head receives. With ``context_dim``,
+        cross-attention to token vectors of that width follows every self-attention."""
         conv, widths = _conv(dims), [base * m for m in mults]
         # Down path: every block's output (and every downsampled map) is kept as a skip.
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -124,7 +163,8 @@ class UNetTrunk(nn.Module):
         for level, width in enumerate(widths):
             blocks = nn.ModuleList()
             for _ in range(blocks_per_level):
-                blocks.append(Block(ch, width, emb_dim, dropout, level in attention_levels, dims))
+                blocks.append(Block(ch, width, emb_dim, dropout, level in attention_levels, dims,
+                                    context_dim))
                 ch = width
                 skip_widths.append(ch)
             self.down.append(blocks)
@@ -134,6 +174,7 @@ class UNetTrunk(nn.Module):
 
         self.mid1 = ResBlock(ch, ch, emb_dim, dropout, dims)
         self.mid_attn = Attention(ch, dims=dims)
+        self.mid_cross = CrossAttention(ch, context_dim) if context_dim else None
         self.mid2 = ResBlock(ch, ch, emb_dim, dropout, dims)
 
         self.encoder_widths = (*skip_widths, ch)   # the skips' widths, then the middle's
@@ -143,7 +184,7 @@ class UNetTrunk(nn.Module):
             blocks = nn.ModuleList()
             for _ in range(blocks_per_level + 1):
                 blocks.append(Block(ch + skip_widths.pop(), width, emb_dim, dropout,
-                                    level in attention_levels, dims))
+                                    level in attention_levels, dims, context_dim))
                 ch = width
             self.up.append(blocks)
             if level > 0:
@@ -160,27 +201,33 @@ class UNetTrunk(nn.Module):
             emb = emb + self.label_emb(labels)
         return emb
 
-    def _trunk(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """The stem's output h [B, base, *size] -> the head's input [B, width, *size]."""
-        return self._decode(*self._encode(h, emb), emb)
+    def _trunk(self, h: torch.Tensor, emb: torch.Tensor, context: tuple | None = None) -> torch.Tensor:
+        """The stem's output h [B, base, *size] -> the head's input [B, width, *size];
+        ``context`` = (token vectors [B, M, D], mask [B, M]) where the trunk cross-attends."""
+        return self._decode(*self._encode(h, emb, context), emb, context)
 
-    def _encode(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _encode(self, h: torch.Tensor, emb: torch.Tensor, context: tuple | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Down path and middle: (the middle's output, the skips, widths ``encoder_widths``)."""
         skips = [h]
         for level, blocks in enumerate(self.down):
             for block in blocks:
-                h = block(h, emb)
+                h = block(h, emb, context)
                 skips.append(h)
             if level < len(self.downsample):
                 h = self.downsample[level](h)
                 skips.append(h)
-        return self.mid2(self.mid_attn(self.mid1(h, emb)), emb), skips
+        h = self.mid_attn(self.mid1(h, emb))
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, *context)
+        return self.mid2(h, emb), skips
 
-    def _decode(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor) -> torch.Tensor:
+    def _decode(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor,
+                context: tuple | None = None) -> torch.Tensor:
         """Up path: each block eats the last skip left (``skips`` is consumed)."""
         for level, blocks in enumerate(self.up):
             for block in blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
             if level < len(self.upsample):
                 h = self.upsample[level](h)
         return h
@@ -190,34 +237,44 @@ class UNet(UNetTrunk):
     """An epsilon-, x0- or v-predicting U-Net (the output means whatever the loss trained).
 
     ``num_classes`` adds a label embedding to the time embedding; label ``num_classes`` is
-    the "no label" used for label dropout and classifier-free guidance.
+    the "no label" used for label dropout and classifier-free guidance. ``context_dim`` adds
+    cross-attention to token vectors of that width after every self-attention (chapter 17);
+    ``forward`` then takes ``context`` = (vectors [B, M, context_dim], mask [B, M]).
     """
 
     def __init__(self, in_channels: int = 1, base: int = 32, mults: tuple[int, ...] = (1, 2, 2),
                  blocks_per_level: int = 1, attention_levels: tuple[int, ...] = (2,),
-                 dropout: float = 0.0, num_classes: int | None = None, patch: int = 1):
+                 dropout: float = 0.0, num_classes: int | None = None, patch: int = 1,
+                 context_dim: int | None = None):
         super().__init__()
         self.config = dict(in_channels=in_channels, base=base, mults=tuple(mults), patch=patch,
                            blocks_per_level=blocks_per_level,
                            attention_levels=tuple(attention_levels), dropout=dropout,
                            num_classes=num_classes)
+        if context_dim is not None:   # only then: the files of the models without it stay valid
+            self.config["context_dim"] = context_dim
         emb_dim = self._build_embedding(base, num_classes)
         # patch > 1 folds p x p pixel blocks into channels first (28x28x1 -> 14x14x4 for p = 2)
         # and unfolds them at the end: the network then never runs at full resolution.
         self.fold, self.unfold = nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
         self.stem = nn.Conv2d(in_channels * patch**2, base, 3, padding=1)
-        ch = self._build_trunk(2, base, emb_dim, mults, blocks_per_level, attention_levels, dropout)
+        ch = self._build_trunk(2, base, emb_dim, mults, blocks_per_level, attention_levels, dropout,
+                               context_dim)
         self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels * patch**2, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)  # start by predicting 0
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                context: tuple | None = None) -> torch.Tensor:
+        if (context is None) != (self.mid_cross is None):
+            raise ValueError("a U-Net with cross-attention needs context = (token vectors, mask), "
+                             "and one without it takes none")
         factor = self.config["patch"] * 2 ** (len(self.config["mults"]) - 1)
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by "
                              f"patch * 2^(levels - 1) = {factor} for this U-Net")
         emb = self.embed(torch.as_tensor(t, device=x.device), labels, x.shape[0])
-        return self.unfold(self.head(self._trunk(self.stem(self.fold(x)), emb)))
+        return self.unfold(self.head(self._trunk(self.stem(self.fold(x)), emb, context)))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,6 +7,8 @@
     python -m diffusion_course.recipes.references mnist-pd-1    # progressive distillation (also -2, -4, -8)
     python -m diffusion_course.recipes.references mnist-cd      # consistency distillation
     python -m diffusion_course.recipes.references mnist-controlnet  # chapter 16's ControlNet
+    python -m diffusion_course.recipes.references mnist-clip    # chapter 17's encoder pair
+    python -m diffusion_course.recipes.references mnist-text    # chapter 17's text-to-image U-Net (after mnist-clip)
 
 Training goes through ``training.cache.load_or_train`` (the course cache, resumable: run the
 same command again after an interruption). Run it on an otherwise idle machine. On several
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from ..training import distributed
 from ..training.references import COMMAND, export_reference, sha256sum
-from . import control, few_step, mnist_ddpm, spoken_digits
+from . import control, few_step, mnist_ddpm, spoken_digits, text_to_image
 
 
 def trainers() -> dict:
@@ -31,7 +33,8 @@ def trainers() -> dict:
     return {**{name: mnist_ddpm.train_reference for name in mnist_ddpm.REFERENCE_RECIPES},
             **{name: spoken_digits.train_reference for name in spoken_digits.REFERENCE_RECIPES},
             **{name: few_step.train_reference for name in few_step.REFERENCE_RECIPES},
-            **{name: control.train_reference for name in control.REFERENCE_RECIPES}}
+            **{name: control.train_reference for name in control.REFERENCE_RECIPES},
+            **{name: text_to_image.train_reference for name in text_to_image.REFERENCE_RECIPES}}
 
 
 def main(argv: list[str] | None = None) -> int:

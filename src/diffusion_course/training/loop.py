@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..diffusion.objectives import PARAMETERISATIONS, diffusion_loss, draw_noise
+from ..diffusion.sampling import null_condition
 from ..diffusion.schedules import SCHEDULES, NoiseSchedule
 from .checkpoints import FORMAT, CheckpointError, read_checkpoint, save_atomically
 from .device import PRECISIONS, autocast
@@ -140,7 +141,8 @@ def load_state(path: Path, state: TrainState, cfg: TrainConfig) -> None:
 def draw_batch(images: torch.Tensor, labels: torch.Tensor | None, cfg: TrainConfig, g: torch.Generator,
                null_label: int | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``size`` examples drawn with replacement (indices from ``g``, a CPU generator) and, with
-    labels, each label replaced by ``null_label`` with probability ``cfg.label_dropout``."""
+    labels, each label replaced by ``null_label`` with probability ``cfg.label_dropout`` (for
+    captions [N, L], the whole row: the empty caption)."""
     idx = torch.randint(0, images.shape[0], (size,), generator=g).to(images.device)
     if labels is None:
         return images[idx], None
@@ -198,8 +200,9 @@ def train(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig,
         load_state(Path(checkpoint), state, cfg)
     schedule = cfg.noise_schedule()
     images = images.to(device)
-    # Labels matter only to a class-conditional model (one with a num_classes).
-    null_label = getattr(model, "num_classes", None)
+    # Labels matter only to a conditional model: a class-conditional one (its num_classes is
+    # the null label) or a text one (labels are token ids; its null_condition pads a caption).
+    null_label = null_condition(model)
     labels = labels.to(device) if null_label is not None and labels is not None else None
     g = state.generator
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)

@@ -34,6 +34,8 @@ SHA256 = {
     "mnist-pd-1": "c181d905b69fcb2c3528bec699024dbf7492d5d323bcfe7500241cef20632ef1",
     "mnist-cd": "7cc84aafb27a8e53026380bc41f1c4327aac450bbe30770c4bc6d7c1d59ce377",
     "mnist-controlnet": "82e94a35fe511fb05c30b3fb5485fe669e4d1f8264476e5aeef0b3a30da86ba3",
+    "mnist-clip": "ee5a779b4d8a6977823ac7c9ecaa994208fe659506c3597b449d559025e825e6",
+    "mnist-text": "0d42ad1c4838cf39818064dbfc3fec9667b13280502cd2486ebe7d0f12c5679a",
 }
 
 
