@@ -56,8 +56,8 @@ def test_levels_and_matches_follow_the_class_terciles_and_median():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(300, 1, 28, 28, generator=g) * 2 - 1
     y = torch.arange(300) % 10
-    scale = AttributeScale(x, y)
     values = captions.measure(x)
+    scale = AttributeScale(values, y)
     levels = scale.levels(values, y)
     for a in captions.ATTRIBUTES:
         lo, hi = scale.cuts[a][y, 0], scale.cuts[a][y, 2]

@@ -70,8 +70,8 @@ class AttributeScale:
     """Per class and attribute, the terciles and the median of the training digits: the
     thresholds that turn a measurement into a level (0, 1, 2) and decide a match."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        values = measure(images)
+    def __init__(self, values: dict[str, torch.Tensor], labels: torch.Tensor):
+        """``values``: ``measure(images)`` of the digits the scale is made from, ``labels`` theirs."""
         q = torch.tensor([1 / 3, 0.5, 2 / 3])
         # [10, 3] per attribute: lower tercile, median, upper tercile of each class
         self.cuts = {a: torch.stack([torch.quantile(values[a][labels == c], q) for c in range(10)])

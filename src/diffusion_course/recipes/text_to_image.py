@@ -50,7 +50,6 @@ TEXT_RECIPES = {"ci": {"steps": 6, "batch_size": 32, "n_train": 2_000},
 REFERENCE_RECIPES = {CLIP: {"profile": "cpu"}, TEXT_UNET: {"profile": "cpu"}}
 MODELS = ("reference", "student")
 
-GUIDANCE_WEIGHTS = (1.0, 2.0, 3.0, 4.0, 5.0)
 EVAL_STEPS = 20           # DPM-Solver++(2M) steps of every scored sample (chapter 15)
 
 
@@ -60,21 +59,21 @@ EVAL_STEPS = 20           # DPM-Solver++(2M) steps of every scored sample (chapt
 TOKENISER = Tokeniser()
 
 
+@functools.lru_cache(maxsize=2)
+def _measured(split: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(images, labels, measured values) of a split, measured once per process."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    images, labels = training_images() if split == "train" else test_images()
+    return images, labels, measure(images)
+
+
 @functools.lru_cache(maxsize=1)
 def attribute_scale() -> AttributeScale:
     """The terciles and medians of the training split, per class: one scale for every caption
     and every score."""
-    return AttributeScale(*training_images())
-
-
-@functools.lru_cache(maxsize=2)
-def _measured(split: str) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
-    """(images, labels, measured values, levels) of a split, measured once per process."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    images, labels = training_images() if split == "train" else test_images()
-    values = measure(images)
-    return images, labels, values, attribute_scale().levels(values, labels)
+    _, labels, values = _measured("train")
+    return AttributeScale(values, labels)
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,7 +83,8 @@ def caption_data(split: str, draws: int = 1) -> dict:
     digit (as text, and as token ids [draws, N, L]; the first draw is the same for any
     ``draws``). Training captions never name a held-out combination; test captions say what
     the digit is."""
-    images, labels, values, levels = _measured(split)
+    images, labels, values = _measured(split)
+    levels = attribute_scale().levels(values, labels)
     g = torch.Generator().manual_seed(CAPTION_SEED + (split == "test"))
     texts = [captions_for(labels, levels, g, training=split == "train") for _ in range(draws)]
     return {"images": images, "labels": labels, "values": values, "levels": levels,
