@@ -30,7 +30,6 @@ import statistics
 
 from diffusion_course.course.cli import benchmark_parser, knob_overrides, write_result
 from diffusion_course.course.settings import chapter_settings
-from diffusion_course.evaluation.compute import median_seconds
 from diffusion_course.evaluation.judge import load_judge
 from diffusion_course.recipes import control
 from diffusion_course.recipes import text_to_image as t2i
@@ -48,16 +47,10 @@ def one_seed(seed: int, cfg, net, tcfg, base, base_tcfg, judge) -> dict:
     held_labels, held_levels = t2i.held_out_requests(cfg.per_class)
     held_prompts = t2i.prompts_for(held_labels, held_levels, seed)
     for w in weights_of(cfg):
-        x = t2i.text_to_image(prompts, net, tcfg, w, seed, cfg.sample_steps)
-        out["text"][str(w)] = t2i.score_samples(judge, x, labels, levels)
-        x = control.draw(base, base_tcfg, len(labels), seed, labels, guidance=w, steps=cfg.sample_steps)
-        pred = judge.labels(x)
-        out["label"][str(w)] = {"accuracy": (pred == labels).double().mean().item(),
-                                "frechet_ratio": judge.score(x)["frechet_ratio"]}
+        row = t2i.guidance_row(judge, net, tcfg, base, base_tcfg, labels, levels, prompts, w, seed, cfg.sample_steps)
+        out["text"][str(w)], out["label"][str(w)] = row["text"], row["label"]
         x = t2i.text_to_image(held_prompts, net, tcfg, w, seed, cfg.sample_steps)
-        pred = judge.labels(x)
-        out["held_out"][str(w)] = {"accuracy": (pred == held_labels).double().mean().item(),
-                                   "attributes": t2i.attribute_report(x, held_labels, held_levels)}
+        out["held_out"][str(w)] = t2i.score_samples(judge, x, held_labels, held_levels, frechet=False)
     return out
 
 
@@ -108,18 +101,6 @@ def encoder_report(pair, n_test: int) -> dict:
                         "zero_shot_90": zero_shot >= 0.9}}
 
 
-def costs(net, tcfg, base, base_tcfg, steps: int, n: int = 100) -> dict:
-    prompts = t2i.prompts_for(*t2i.evaluation_requests(n // 10, 0))
-    labels = control.class_labels(n // 10)
-    text = median_seconds(lambda: t2i.text_to_image(prompts, net, tcfg, 3.0, 0, steps), repeats=3)
-    label = median_seconds(lambda: control.draw(base, base_tcfg, n, 0, labels, guidance=3.0, steps=steps), repeats=3)
-    return {"batch": n, "steps": steps, "text_ms_per_digit": 1000 * text / n,
-            "label_ms_per_digit": 1000 * label / n, "text_over_label": text / label,
-            "text_parameters": sum(p.numel() for p in net.parameters()),
-            "label_parameters": sum(p.numel() for p in base.parameters()),
-            "memory": t2i.pipeline_memory(net, tcfg, n=64, steps=steps)}
-
-
 def parse(argv):
     p = benchmark_parser(__doc__, "build/benchmarks/text_to_image.json", model=None,
                          knob_help="override a chapter-17 knob, e.g. per_class=50")
@@ -145,7 +126,8 @@ def main(argv=None) -> None:
                          "clip_steps": pair_info.get("train_steps", pair_info.get("steps"))},
               "label_model": "reference mnist-cond", "sampler": "DPM-Solver++(2M)",
               "judge": judge.describe(), "encoder_pair": encoder_report(pair, cfg.n_test),
-              "cost": costs(net, tcfg, base, base_tcfg, cfg.sample_steps), "seeds": []}
+              "cost": {**t2i.pipeline_cost(net, tcfg, base, base_tcfg, cfg.sample_steps),
+                       "memory": t2i.pipeline_memory(net, tcfg, n=64, steps=cfg.sample_steps)}, "seeds": []}
     write_result(args, result, pick_device())
     for seed in range(args.seed, args.seed + args.seeds):
         result["seeds"].append(one_seed(seed, cfg, net, tcfg, base, base_tcfg, judge))

@@ -27,11 +27,14 @@ from ..data.captions import (ATTRIBUTES, CONTEXT_LENGTH, HELD_OUT, NUMBER_WORDS,
                              captions_for, hold_out, measure)
 from ..data.mnist import test_images, training_images
 from ..diffusion.sampling import sample
+from ..evaluation.compute import median_seconds, peak_memory
 from ..models.text import ContrastivePair, ImageEncoder, TextConditionedUNet, TextEncoder, contrastive_loss
+from ..models.unet import UNet
 from ..training.cache import load_or_train, seeded
 from ..training.device import autocast, pick_device
 from ..training.loop import TrainConfig
 from ..training.references import load_reference, reference_path, sha256sum
+from . import control
 from .mnist_ddpm import load_mnist_model, make_unet, reference_settings
 
 CLIP, TEXT_UNET = "mnist-clip", "mnist-text"
@@ -212,8 +215,7 @@ def make_text_unet(pair: ContrastivePair | None = None, start: nn.Module | None 
     """The chapter-05 U-Net (reference settings) with cross-attention, reading ``pair``'s text
     encoder; its U-Net weights are ``start``'s where both have them (the new cross-attention
     starts with a zero output, so the result computes what ``start`` computes)."""
-    unet = make_unet(reference_settings("mnist-ddpm"))
-    unet = type(unet)(**{**unet.config, "context_dim": CONTEXT_WIDTH})
+    unet = UNet(**{**make_unet(reference_settings("mnist-ddpm")).config, "context_dim": CONTEXT_WIDTH})
     text = TextEncoder(len(TOKENISER), CONTEXT_LENGTH)
     if pair is not None:
         text.load_state_dict(pair.text.state_dict())
@@ -312,12 +314,28 @@ def held_out_requests(per_class: int) -> tuple[torch.Tensor, dict[str, torch.Ten
     return labels, {"thickness": held[:, 0], "slant": held[:, 1]}
 
 
-def score_samples(judge, samples: torch.Tensor, labels: torch.Tensor, asked: dict[str, torch.Tensor]) -> dict:
-    """Judge accuracy for the asked digit, the attribute matches, FD/floor (whole set)."""
-    pred = judge.labels(samples)
-    report = judge.score(samples)
-    return {"accuracy": (pred == labels).double().mean().item(), "frechet_ratio": report["frechet_ratio"],
-            "attributes": attribute_report(samples, labels, asked)}
+def score_samples(judge, samples: torch.Tensor, labels: torch.Tensor, asked: dict[str, torch.Tensor],
+                  frechet: bool = True) -> dict:
+    """Judge accuracy for the asked digit, the attribute matches and (with ``frechet``) the
+    FD / floor of the whole set."""
+    out = {"accuracy": (judge.labels(samples) == labels).double().mean().item(),
+           "attributes": attribute_report(samples, labels, asked)}
+    if frechet:
+        out["frechet_ratio"] = judge.score(samples)["frechet_ratio"]
+    return out
+
+
+def guidance_row(judge, net: TextConditionedUNet, tcfg: TrainConfig, base: nn.Module, base_tcfg: TrainConfig,
+                 labels: torch.Tensor, levels: dict[str, torch.Tensor], prompts: list[str], w: float, seed: int,
+                 steps: int = EVAL_STEPS) -> dict:
+    """One guidance weight w of the sweep: the text model's digits for ``prompts`` scored
+    (``score_samples``), and chapter 09's label model's digits of the same ``labels`` at the
+    same w, sampler and steps (judge accuracy and FD / floor): the yardstick."""
+    x = text_to_image(prompts, net, tcfg, w, seed, steps)
+    x_label = control.draw(base, base_tcfg, len(labels), seed, labels, guidance=w, steps=steps)
+    return {"text": score_samples(judge, x, labels, levels),
+            "label": {"accuracy": (judge.labels(x_label) == labels).double().mean().item(),
+                      "frechet_ratio": judge.score(x_label)["frechet_ratio"]}}
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,8 +355,6 @@ def pipeline_memory(model: TextConditionedUNet, tcfg: TrainConfig, n: int = 64, 
     while the pipeline draws ``n`` digits (``evaluation.compute.peak_memory``: activations,
     and the half-precision copies of the weights autocast makes), and the weights' own memory
     in that precision."""
-    from ..evaluation.compute import peak_memory
-
     prompts, device = ["a thick seven leaning right"] * n, next(model.parameters()).device
     out = {}
     for name in ("fp32", "bf16"):
@@ -347,3 +363,17 @@ def pipeline_memory(model: TextConditionedUNet, tcfg: TrainConfig, n: int = 64, 
                      "method": measured["method"]}
     out["fp16"] = {"weights_mib": weight_mib(model, torch.float16)}
     return out
+
+
+def pipeline_cost(net: TextConditionedUNet, tcfg: TrainConfig, base: nn.Module, base_tcfg: TrainConfig,
+                  steps: int = EVAL_STEPS, n: int = 100, seed: int = 0) -> dict:
+    """Median wall time per digit (3 runs of ``n`` digits, w = 3, the same sampler and steps) of
+    the text pipeline and of chapter 09's label model, and their parameter counts."""
+    prompts, labels = prompts_for(*evaluation_requests(n // 10, seed)), control.class_labels(n // 10)
+    text = median_seconds(lambda: text_to_image(prompts, net, tcfg, 3.0, seed, steps), repeats=3)
+    label = median_seconds(lambda: control.draw(base, base_tcfg, len(labels), seed, labels, guidance=3.0,
+                                                steps=steps), repeats=3)
+    return {"batch": n, "steps": steps, "text_ms_per_digit": 1000 * text / n,
+            "label_ms_per_digit": 1000 * label / len(labels), "text_over_label": text / label,
+            "text_parameters": sum(p.numel() for p in net.parameters()),
+            "label_parameters": sum(p.numel() for p in base.parameters())}
