@@ -27,11 +27,10 @@ Cost on an idle 2-core CPU: about 8 minutes per seed. The JSON is rewritten afte
 from __future__ import annotations
 
 import json
-import statistics
 
 import torch
 
-from diffusion_course.course.cli import benchmark_parser, knob_overrides, write_result
+from diffusion_course.course.cli import benchmark_parser, knob_overrides, spread, write_result
 from diffusion_course.course.settings import chapter_settings
 from diffusion_course.data.mnist import test_images
 from diffusion_course.data.structure import structure_map
@@ -95,10 +94,6 @@ def one_seed(seed: int, cfg, ranks: list[int], base, base_weights, tcfg, judge, 
     out["structure"]["base_conditional_frechet_ratio"] = judge.evaluate(x)["frechet_ratio"]
     return out
 
-
-def spread(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
 
 
 def summary(seeds: list[dict], ranks: list[int]) -> dict:

@@ -25,19 +25,15 @@ then about 3 minutes per seed (11 minutes for three). The JSON is rewritten afte
 from __future__ import annotations
 
 import json
-import statistics
 
 
-from diffusion_course.course.cli import benchmark_parser, knob_overrides, write_result
+from diffusion_course.course.cli import benchmark_parser, knob_overrides, spread, write_result
 from diffusion_course.course.settings import chapter_settings
+from diffusion_course.diffusion.sampling import guidance_weights
 from diffusion_course.evaluation.judge import load_judge
 from diffusion_course.recipes import control
 from diffusion_course.recipes import text_to_image as t2i
 from diffusion_course.training.device import pick_device
-
-
-def weights_of(cfg) -> list[float]:
-    return [float(w) for w in str(cfg.guidance_weights).split(",")]
 
 
 def one_seed(seed: int, cfg, net, tcfg, base, base_tcfg, judge) -> dict:
@@ -46,17 +42,13 @@ def one_seed(seed: int, cfg, net, tcfg, base, base_tcfg, judge) -> dict:
     prompts = t2i.prompts_for(labels, levels, seed)
     held_labels, held_levels = t2i.held_out_requests(cfg.per_class)
     held_prompts = t2i.prompts_for(held_labels, held_levels, seed)
-    for w in weights_of(cfg):
+    for w in guidance_weights(cfg.guidance_weights):
         row = t2i.guidance_row(judge, net, tcfg, base, base_tcfg, labels, levels, prompts, w, seed, cfg.sample_steps)
         out["text"][str(w)], out["label"][str(w)] = row["text"], row["label"]
         x = t2i.text_to_image(held_prompts, net, tcfg, w, seed, cfg.sample_steps)
         out["held_out"][str(w)] = t2i.score_samples(judge, x, held_labels, held_levels, frechet=False)
     return out
 
-
-def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
 
 
 def summary(seeds: list[dict], weights: list[float]) -> dict:
@@ -131,7 +123,7 @@ def main(argv=None) -> None:
     write_result(args, result, pick_device())
     for seed in range(args.seed, args.seed + args.seeds):
         result["seeds"].append(one_seed(seed, cfg, net, tcfg, base, base_tcfg, judge))
-        result["summary"] = summary(result["seeds"], weights_of(cfg))
+        result["summary"] = summary(result["seeds"], guidance_weights(cfg.guidance_weights))
         write_result(args, result, pick_device())
     print(json.dumps({"encoder_pair": result["encoder_pair"]["targets"], **result["summary"]["targets"]}, indent=2))
     print(f"wrote {args.out}")

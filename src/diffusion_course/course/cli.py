@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -74,3 +75,10 @@ def write_result(args: argparse.Namespace, result: dict, device=None, path: Path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def spread(values: list[float]) -> dict:
+    """What a benchmark reports of one number over its seeds: mean, sd (0 for one seed),
+    min, max and how many."""
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}

@@ -97,10 +97,16 @@ class AttributeScale:
         return out
 
 
+def held_out_levels(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The held-out (thickness, slant) levels of each digit's class: {"thickness": [B], "slant": [B]}."""
+    held = torch.tensor([HELD_OUT[d] for d in range(10)])[labels]     # [B, 2]
+    return {"thickness": held[:, 0], "slant": held[:, 1]}
+
+
 def hold_out(labels: torch.Tensor, levels: dict[str, torch.Tensor]) -> torch.Tensor:
     """Which digits have their class's held-out (thickness, slant) combination: [B] bool."""
-    held = torch.tensor([HELD_OUT[d] for d in range(10)])            # [10, 2]
-    return (levels["thickness"] == held[labels, 0]) & (levels["slant"] == held[labels, 1])
+    held = held_out_levels(labels)
+    return (levels["thickness"] == held["thickness"]) & (levels["slant"] == held["slant"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import time
 import torch
 import torch.nn as nn
 
+from ..course.settings import MODELS
 from ..data.mnist import data_spec, training_images
 from ..data.structure import dilate, is_crossed_seven, letter, structure_map
 from ..diffusion.objectives import diffusion_loss
@@ -103,8 +104,8 @@ def controlnet_model(model: str = "reference", profile: str = "cpu",
                      progress: bool = True) -> tuple[ControlNet, dict]:
     """(ControlNet in eval mode, info): ``"reference"`` the shipped one (loaded offline),
     ``"student"`` trained now for ``profile`` (cached)."""
-    if model not in ("reference", "student"):
-        raise ValueError(f"model must be 'reference' or 'student', got {model!r}")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if model == "student":
         net, info = train_controlnet(profile, progress)
         return net.eval().requires_grad_(False), info

@@ -23,8 +23,9 @@ import functools
 import torch
 import torch.nn as nn
 
-from ..data.captions import (ATTRIBUTES, CONTEXT_LENGTH, HELD_OUT, NUMBER_WORDS, AttributeScale, Tokeniser,
-                             captions_for, hold_out, measure)
+from ..course.settings import MODELS
+from ..data.captions import (ATTRIBUTES, CONTEXT_LENGTH, NUMBER_WORDS, AttributeScale, Tokeniser,
+                             captions_for, held_out_levels, hold_out, measure)
 from ..data.mnist import test_images, training_images
 from ..diffusion.sampling import sample
 from ..evaluation.compute import median_seconds, peak_memory
@@ -51,7 +52,6 @@ TEXT_RECIPES = {"ci": {"steps": 6, "batch_size": 32, "n_train": 2_000},
                 "cpu": {"steps": 4_000, "batch_size": 128, "n_train": 60_000},
                 "gpu": {"steps": 20_000, "batch_size": 128, "n_train": 60_000}}
 REFERENCE_RECIPES = {CLIP: {"profile": "cpu"}, TEXT_UNET: {"profile": "cpu"}}
-MODELS = ("reference", "student")
 
 EVAL_STEPS = 20           # DPM-Solver++(2M) steps of every scored sample (chapter 15)
 
@@ -310,8 +310,7 @@ def evaluation_requests(per_class: int, seed: int = 0) -> tuple[torch.Tensor, di
 def held_out_requests(per_class: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``per_class`` requests per digit of its class's held-out (thickness, slant) combination."""
     labels = torch.arange(10).repeat_interleave(per_class)
-    held = torch.tensor([HELD_OUT[d] for d in range(10)])[labels]
-    return labels, {"thickness": held[:, 0], "slant": held[:, 1]}
+    return labels, held_out_levels(labels)
 
 
 def score_samples(judge, samples: torch.Tensor, labels: torch.Tensor, asked: dict[str, torch.Tensor],
